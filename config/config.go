@@ -1,0 +1,290 @@
+// Package config builds topix's configuration from, in rising precedence,
+// built-in defaults, a config file (TOML or YAML), TOPIX_* environment
+// variables and command-line flags, and turns the Redis URL into go-redis
+// client options.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/toml/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/v2"
+	"github.com/spf13/pflag"
+)
+
+// EnvPrefix starts the name of every environment variable topix reads:
+// TOPIX_REDIS_URL sets redis_url, TOPIX_CONCURRENCY sets concurrency.
+const EnvPrefix = "TOPIX_"
+
+// DefaultRedisURL is the Redis topix talks to when nothing else is said.
+const DefaultRedisURL = "redis://localhost:6379/0"
+
+// Config is the whole configuration. The koanf tag of each field is its key
+// in a config file; the flag is the key with dashes (redis_url ->
+// --redis-url) and the environment variable is the key in capitals after
+// EnvPrefix (TOPIX_REDIS_URL).
+type Config struct {
+	RedisURL  string `koanf:"redis_url"`
+	LogFormat string `koanf:"log_format"` // text or json
+	LogLevel  string `koanf:"log_level"`  // debug, info, warn or error
+
+	// Consumer.
+	Concurrency     int           `koanf:"concurrency"`      // workers, each with its own Starlark thread
+	Batch           int           `koanf:"batch"`            // COUNT of each XREADGROUP; 0 picks one from Concurrency
+	Block           time.Duration `koanf:"block"`            // BLOCK of each XREADGROUP
+	Start           string        `koanf:"start"`            // where a new group starts: 0, $ or an entry id
+	Name            string        `koanf:"name"`             // consumer name; empty means <hostname>-<pid>
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"` // how long a stop may take to finish calls
+
+	// Emit.
+	MaxLen int64 `koanf:"maxlen"` // trim the stream to about this many entries; 0 does not trim
+}
+
+// Defaults returns the configuration used when nothing else is set.
+func Defaults() Config {
+	return Config{
+		RedisURL:        DefaultRedisURL,
+		LogFormat:       "text",
+		LogLevel:        "info",
+		Concurrency:     runtime.NumCPU(),
+		Batch:           0,
+		Block:           time.Second,
+		Start:           "0",
+		ShutdownTimeout: 30 * time.Second,
+	}
+}
+
+// Keys returns every configuration key, in the order of Config's fields.
+func Keys() []string {
+	t := reflect.TypeFor[Config]()
+	keys := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		keys = append(keys, t.Field(i).Tag.Get("koanf"))
+	}
+	return keys
+}
+
+// FlagName returns the command-line flag that sets key.
+func FlagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+
+// EnvName returns the environment variable that sets key.
+func EnvName(key string) string { return EnvPrefix + strings.ToUpper(key) }
+
+// Load builds the configuration: Defaults, then the config file at path (if
+// path is not empty), then the TOPIX_* variables of environ, then the flags
+// of fs that were set on the command line. fs may hold other flags too;
+// only those named after a key (see FlagName) count. The result is
+// validated.
+func Load(path string, environ []string, fs *pflag.FlagSet) (Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(confmap.Provider(toMap(Defaults()), "."), nil); err != nil {
+		return Config{}, err
+	}
+	if path != "" {
+		if err := loadFile(k, path); err != nil {
+			return Config{}, err
+		}
+	}
+	known := Keys()
+	envProvider := env.Provider(".", env.Opt{
+		Prefix:      EnvPrefix,
+		EnvironFunc: func() []string { return environ },
+		TransformFunc: func(name, value string) (string, any) {
+			key := strings.ToLower(strings.TrimPrefix(name, EnvPrefix))
+			if !slices.Contains(known, key) {
+				return "", nil // TOPIX_* variables of the user's own are not ours
+			}
+			return key, value
+		},
+	})
+	if err := k.Load(envProvider, nil); err != nil {
+		return Config{}, err
+	}
+	if fs != nil {
+		flags := posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+			key := strings.ReplaceAll(f.Name, "-", "_")
+			if !f.Changed || !slices.Contains(known, key) {
+				return "", nil
+			}
+			return key, posflag.FlagVal(fs, f)
+		})
+		if err := k.Load(flags, nil); err != nil {
+			return Config{}, err
+		}
+	}
+
+	var c Config
+	err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{DecoderConfig: &mapstructure.DecoderConfig{
+		DecodeHook:       mapstructure.ComposeDecodeHookFunc(durationHook),
+		WeaklyTypedInput: true,
+		Result:           &c,
+		TagName:          "koanf",
+	}})
+	if err != nil {
+		return Config{}, fmt.Errorf("configuration: %s", oneLine(err))
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func loadFile(k *koanf.Koanf, path string) error {
+	var parser koanf.Parser
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".toml":
+		parser = toml.Parser()
+	case ".yaml", ".yml":
+		parser = yaml.Parser()
+	default:
+		return fmt.Errorf("config file %s: unknown format; name it *.toml, *.yaml or *.yml", path)
+	}
+	if st, err := os.Stat(path); err != nil {
+		return fmt.Errorf("config file: %w", err)
+	} else if st.IsDir() {
+		return fmt.Errorf("config file %s is a directory; give a .toml or .yaml file", path)
+	}
+	fk := koanf.New(".")
+	if err := fk.Load(file.Provider(path), parser); err != nil {
+		return fmt.Errorf("config file %s: %s", path, oneLine(err))
+	}
+	known := Keys()
+	for _, key := range fk.Keys() {
+		if !slices.Contains(known, key) {
+			return fmt.Errorf("config file %s: unknown key %q; the keys are %s", path, key, strings.Join(known, ", "))
+		}
+	}
+	return k.Merge(fk)
+}
+
+// Validate reports the first value that topix cannot work with.
+func (c Config) Validate() error {
+	if _, err := RedisOptions(c.RedisURL); err != nil {
+		return err
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log_format %q: use text or json", c.LogFormat)
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.Concurrency < 1 {
+		return fmt.Errorf("concurrency %d: use 1 or more workers", c.Concurrency)
+	}
+	if c.Batch < 0 {
+		return fmt.Errorf("batch %d: use 0 (sized to the workers) or more", c.Batch)
+	}
+	if c.Block < time.Millisecond {
+		return fmt.Errorf("block %s: use at least 1ms (the read wait must be finite, so topix can stop)", c.Block)
+	}
+	if !validStart(c.Start) {
+		return fmt.Errorf("start %q: use 0 (the whole stream), $ (only new entries) or an entry id like 1700000000000-0", c.Start)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("shutdown_timeout %s: use a positive duration like 30s", c.ShutdownTimeout)
+	}
+	if c.MaxLen < 0 {
+		return fmt.Errorf("maxlen %d: use 0 (no trimming) or more", c.MaxLen)
+	}
+	return nil
+}
+
+// BatchSize returns the XREADGROUP COUNT: Batch when set, or else enough
+// entries to keep every worker busy while the next read is in flight.
+func (c Config) BatchSize() int {
+	if c.Batch > 0 {
+		return c.Batch
+	}
+	return max(100, 20*c.Concurrency)
+}
+
+// ConsumerName returns Name, or <hostname>-<pid> when it is empty.
+func (c Config) ConsumerName() string {
+	if c.Name != "" {
+		return c.Name
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "topix"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+func validStart(s string) bool {
+	if s == "0" || s == "$" {
+		return true
+	}
+	ms, seq, found := strings.Cut(s, "-")
+	return digits(ms) && (!found || digits(seq))
+}
+
+func digits(s string) bool {
+	if s == "" || len(s) > 20 {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// durationHook refuses bare numbers for durations: "block = 2" would
+// otherwise mean two nanoseconds.
+func durationHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeFor[time.Duration]() {
+		return data, nil
+	}
+	if s, ok := data.(string); ok {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a duration; write it with a unit, like 2s or 500ms", s)
+		}
+		return d, nil
+	}
+	if d, ok := data.(time.Duration); ok {
+		return d, nil
+	}
+	return nil, fmt.Errorf("%v is not a duration; write it as a string with a unit, like \"2s\"", data)
+}
+
+func toMap(c Config) map[string]any {
+	m := map[string]any{}
+	v := reflect.ValueOf(c)
+	t := v.Type()
+	for i := range t.NumField() {
+		m[t.Field(i).Tag.Get("koanf")] = v.Field(i).Interface()
+	}
+	return m
+}
+
+// oneLine flattens the multi-line errors of the decoders into one line.
+func oneLine(err error) string {
+	var lines []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "*"))
+		if l != "" && !strings.HasSuffix(l, "error(s) decoding:") && !strings.HasPrefix(l, "decoding failed due to") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
+}
+
+var errNoURL = errors.New("the Redis URL is empty; set TOPIX_REDIS_URL or --redis-url, e.g. redis://localhost:6379/0")

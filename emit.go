@@ -1,0 +1,214 @@
+package topix
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Emit adds one entry to stream and returns its id.
+//
+// Values are converted as `topix emit` converts JSON: a string or []byte is
+// stored as it is; every other value is stored as its compact JSON text
+// (42 -> "42", true -> "true", nil -> "null", a slice or map -> its JSON).
+// Fields are sent in sorted name order, so the same map always makes the same
+// entry. An empty map, an empty stream name or a value that cannot be encoded
+// as JSON is an error and nothing is written.
+//
+// rdb is any go-redis client (single node, cluster, sentinel); Emit does not
+// close it. Use EmitFields to control the field order or to trim the stream.
+func Emit(ctx context.Context, rdb redis.Cmdable, stream string, fields map[string]any) (string, error) {
+	fs, err := FieldsOf(fields)
+	if err != nil {
+		return "", err
+	}
+	return EmitFields(ctx, rdb, stream, fs, 0)
+}
+
+// EmitFields adds one entry with the given fields, in their order, to stream
+// and returns its id. When maxLen is above zero the stream is trimmed to
+// about that many entries (XADD MAXLEN ~), which is cheap for Redis.
+func EmitFields(ctx context.Context, rdb redis.Cmdable, stream string, fields []Field, maxLen int64) (string, error) {
+	args, err := XAddArgs(stream, fields, maxLen)
+	if err != nil {
+		return "", err
+	}
+	id, err := rdb.XAdd(ctx, args).Result()
+	if err != nil {
+		return "", fmt.Errorf("add entry to stream %q: %w", stream, err)
+	}
+	return id, nil
+}
+
+// XAddArgs checks stream and fields and builds the XADD arguments for them.
+func XAddArgs(stream string, fields []Field, maxLen int64) (*redis.XAddArgs, error) {
+	if stream == "" {
+		return nil, errors.New("the stream name is empty")
+	}
+	if len(fields) == 0 {
+		return nil, errors.New("an entry needs at least one field")
+	}
+	if maxLen < 0 {
+		return nil, fmt.Errorf("maxlen must be 0 (no trimming) or more, not %d", maxLen)
+	}
+	values := make([]string, 0, 2*len(fields))
+	for _, f := range fields {
+		values = append(values, f.Name, f.Value)
+	}
+	args := &redis.XAddArgs{Stream: stream, Values: values}
+	if maxLen > 0 {
+		args.MaxLen = maxLen
+		args.Approx = true
+	}
+	return args, nil
+}
+
+// FieldsOf converts a Go map to fields in sorted name order, by the rules of
+// Emit.
+func FieldsOf(m map[string]any) ([]Field, error) {
+	if len(m) == 0 {
+		return nil, errors.New("an entry needs at least one field")
+	}
+	names := make([]string, 0, len(m))
+	for name := range m {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	fields := make([]Field, 0, len(m))
+	for _, name := range names {
+		v, err := fieldValue(m[name])
+		if err != nil {
+			return nil, fmt.Errorf("field %q: %w", name, err)
+		}
+		fields = append(fields, Field{Name: name, Value: v})
+	}
+	return fields, nil
+}
+
+func fieldValue(v any) (string, error) {
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case []byte:
+		return string(v), nil
+	case json.RawMessage:
+		return compactJSON(v)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// ParseJSON converts a JSON object to fields, in the order the object
+// names them. A string value is stored as it is; any other value (number,
+// true, false, null, array, object) as its compact JSON text, so 2 becomes
+// "2", null becomes "null" and {"a": [1, 2]} becomes `{"a":[1,2]}`. Numbers
+// keep the digits they were written with (1.50 stays "1.50").
+//
+// Anything else than one JSON object with at least one field is an error that
+// says what is wrong, and returns no fields.
+func ParseJSON(data []byte) ([]Field, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err == io.EOF {
+		return nil, errors.New("expected a JSON object, got nothing")
+	}
+	if err != nil {
+		return nil, jsonError(data, err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, fmt.Errorf("expected a JSON object like {\"key\": \"value\"}, got %s", describe(tok))
+	}
+	var fields []Field
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, jsonError(data, err)
+		}
+		name := tok.(string) // inside an object the decoder only yields string keys
+		if seen[name] {
+			return nil, fmt.Errorf("field %q appears twice in the JSON object", name)
+		}
+		seen[name] = true
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, jsonError(data, err)
+		}
+		value, err := rawValue(raw)
+		if err != nil {
+			return nil, jsonError(data, err)
+		}
+		fields = append(fields, Field{Name: name, Value: value})
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, jsonError(data, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("unexpected text after the JSON object; give one object")
+	}
+	if len(fields) == 0 {
+		return nil, errors.New("the JSON object is empty; an entry needs at least one field")
+	}
+	return fields, nil
+}
+
+func rawValue(raw json.RawMessage) (string, error) {
+	if len(raw) > 0 && raw[0] == '"' {
+		var s string
+		err := json.Unmarshal(raw, &s)
+		return s, err
+	}
+	return compactJSON(raw)
+}
+
+func compactJSON(raw []byte) (string, error) {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return "", err
+	}
+	return buf.String(), nil
+}
+
+func describe(tok json.Token) string {
+	switch tok := tok.(type) {
+	case json.Delim:
+		if tok == '[' {
+			return "an array"
+		}
+		return string(tok)
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%v", tok)
+}
+
+// jsonError turns a decoder error into a message that names where the
+// problem is, without repeating the whole input.
+func jsonError(data []byte, err error) error {
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) {
+		return fmt.Errorf("invalid JSON at offset %d: %s", syn.Offset, strings.TrimPrefix(syn.Error(), "json: "))
+	}
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		return fmt.Errorf("invalid JSON: it ends early after %d bytes", len(data))
+	}
+	return fmt.Errorf("invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+}
+

@@ -1,0 +1,167 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/topix-dev/topix"
+)
+
+// ack is a processed entry on its way to XACK, with the entries its call
+// emitted.
+type ack struct {
+	id    string
+	emits []Emit
+}
+
+// maxAckBatch bounds one pipeline.
+const maxAckBatch = 1024
+
+// ackLoop batches acks: it takes what the workers have finished, as much
+// as is there without waiting, and flushes it in one pipeline, so a busy
+// consumer sends few round trips and an idle one acks at once.
+func (c *Consumer) ackLoop(hard context.Context, acks <-chan ack) {
+	batch := make([]ack, 0, maxAckBatch)
+	for a := range acks {
+		batch = append(batch[:0], a)
+	more:
+		for len(batch) < maxAckBatch {
+			select {
+			case a, ok := <-acks:
+				if !ok {
+					break more
+				}
+				batch = append(batch, a)
+			default:
+				break more
+			}
+		}
+		c.flush(hard, batch)
+	}
+}
+
+// flush adds the emits of batch and acks its entries, retrying while Redis
+// fails until hard is done; then it makes one last try. Entries it cannot
+// ack stay pending: they are delivered again, never lost.
+func (c *Consumer) flush(hard context.Context, batch []ack) {
+	fails := outage{log: c.log, what: "acking"}
+	for n := 0; ; n++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		left, err := c.flushOnce(ctx, batch)
+		cancel()
+		if err == nil {
+			fails.ok()
+			return
+		}
+		if isNoGroup(err) {
+			// The group is gone and its pending list with it: the reader
+			// creates it again, and these entries come back from there.
+			c.log.Warn("the consumer group vanished before these entries were acked", "entries", len(left))
+			return
+		}
+		batch = left
+		fails.fail(err)
+		if hard.Err() != nil && n > 0 {
+			c.log.Warn("gave up acking; these entries stay pending and will be delivered again",
+				"entries", len(batch), "err", err)
+			return
+		}
+		backoff(hard, n)
+	}
+}
+
+// flushOnce sends one batch and returns the acks still to do.
+//
+// Entries without emits are acked in the first pipeline, alongside the
+// XADDs of the others. An entry with emits is acked only after every one of
+// its XADDs succeeded, in a second round trip: in a pipeline, an XADD that
+// fails (say, WRONGTYPE) does not stop the XACK after it, and acking then
+// would lose the emit.
+func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err error) {
+	plain := make([]string, 0, len(batch))
+	var withEmits []ack
+	for _, a := range batch {
+		if len(a.emits) == 0 {
+			plain = append(plain, a.id)
+		} else {
+			withEmits = append(withEmits, a)
+		}
+	}
+	if len(withEmits) == 0 {
+		if err := c.rdb.XAck(ctx, c.opts.Stream, c.opts.Group, plain...).Err(); err != nil {
+			return batch, err
+		}
+		c.acked.Add(int64(len(plain)))
+		return nil, nil
+	}
+
+	pipe := c.rdb.Pipeline()
+	adds := make([][]*redis.StringCmd, len(withEmits))
+	for i, a := range withEmits {
+		for _, e := range a.emits {
+			args, err := topix.XAddArgs(e.Stream, e.Fields, e.MaxLen)
+			if err != nil {
+				// A runtime hands only valid emits; this one can never
+				// succeed, so keep the entry pending and say why.
+				c.log.Error("invalid emit; the entry stays pending", "id", a.id, "err", err)
+				adds[i] = nil
+				break
+			}
+			adds[i] = append(adds[i], pipe.XAdd(ctx, args))
+		}
+	}
+	var plainAck *redis.IntCmd
+	if len(plain) > 0 {
+		plainAck = pipe.XAck(ctx, c.opts.Stream, c.opts.Group, plain...)
+	}
+	cmds, _ := pipe.Exec(ctx)
+	for _, cmd := range cmds {
+		if err := cmd.Err(); err != nil && !isServerError(err) {
+			// The connection failed: what was applied is unknown, so all of
+			// it is sent again (a re-sent XADD makes a duplicate emit, which
+			// at-least-once allows; a re-sent XACK is harmless).
+			return batch, err
+		}
+	}
+	if plainAck != nil {
+		if err := plainAck.Err(); err != nil {
+			return batch, err
+		}
+		c.acked.Add(int64(len(plain)))
+	}
+
+	ready := make([]string, 0, len(withEmits))
+	for i, a := range withEmits {
+		ok := adds[i] != nil && len(adds[i]) == len(a.emits)
+		for _, cmd := range adds[i] {
+			if err := cmd.Err(); err != nil {
+				ok = false
+				c.log.Error("emit failed; the entry stays pending", "id", a.id, "stream", cmd.Args()[1], "err", err)
+			}
+		}
+		if ok {
+			ready = append(ready, a.id)
+		}
+	}
+	if len(ready) == 0 {
+		return nil, nil
+	}
+	if err := c.rdb.XAck(ctx, c.opts.Stream, c.opts.Group, ready...).Err(); err != nil {
+		left = make([]ack, 0, len(ready))
+		for _, id := range ready {
+			left = append(left, ack{id: id}) // its emits are in; only the ack is missing
+		}
+		return left, err
+	}
+	c.acked.Add(int64(len(ready)))
+	return nil, nil
+}
+
+// isServerError tells an error reply of Redis (WRONGTYPE, OOM, ...) from a
+// failure to talk to it.
+func isServerError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
+}

@@ -1,0 +1,256 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Options configure a Consumer. Stream, Group and Consumer are required;
+// the others have defaults.
+type Options struct {
+	Stream   string
+	Group    string
+	Consumer string // this consumer's name in the group
+
+	// Start is where a newly created group begins: "0" (default) for every
+	// entry already in the stream, "$" for new entries only, or an entry id.
+	Start string
+
+	Concurrency int           // workers; default 1
+	Batch       int           // COUNT of each read; default 20 per worker, at least 100
+	Block       time.Duration // BLOCK of each read of new entries; default 1s
+
+	// ShutdownTimeout bounds a graceful stop: the calls in flight and the
+	// entries already read are processed until then; the rest stay pending.
+	// Default 30s.
+	ShutdownTimeout time.Duration
+
+	Logger *slog.Logger // default slog.Default()
+}
+
+func (o *Options) setDefaults() error {
+	if o.Stream == "" {
+		return errors.New("the stream name is empty")
+	}
+	if o.Group == "" {
+		return errors.New("the group name is empty")
+	}
+	if o.Consumer == "" {
+		return errors.New("the consumer name is empty")
+	}
+	if o.Start == "" {
+		o.Start = "0"
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 1
+	}
+	if o.Batch <= 0 {
+		o.Batch = max(100, 20*o.Concurrency)
+	}
+	if o.Block <= 0 {
+		o.Block = time.Second
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Stats counts what a Consumer did.
+type Stats struct {
+	Processed int64 // calls that succeeded
+	Failed    int64 // calls that failed; their entries were left pending
+	Acked     int64 // entries acked, including deleted ones acked away
+	Pending   int64 // entries this consumer still owned when it stopped
+}
+
+// Consumer reads one stream through a consumer group and runs a Handler on
+// every entry. Make one with New and start it with Run.
+type Consumer struct {
+	rdb  redis.UniversalClient
+	rt   Runtime
+	opts Options
+	log  *slog.Logger
+
+	processed, failed, acked atomic.Int64
+	pending                  int64
+}
+
+// New checks opts and returns a Consumer that is not yet running.
+func New(rdb redis.UniversalClient, rt Runtime, opts Options) (*Consumer, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger.With("stream", opts.Stream, "group", opts.Group, "consumer", opts.Consumer)
+	return &Consumer{rdb: rdb, rt: rt, opts: opts, log: log}, nil
+}
+
+// Stats returns what the consumer did so far.
+func (c *Consumer) Stats() Stats {
+	return Stats{
+		Processed: c.processed.Load(),
+		Failed:    c.failed.Load(),
+		Acked:     c.acked.Load(),
+		Pending:   c.pending,
+	}
+}
+
+// Run creates the group if needed, then consumes until ctx is cancelled.
+//
+// Cancelling ctx is a graceful stop: no new read is started, the entries
+// already read are processed (for at most ShutdownTimeout; after that the
+// calls in flight get a cancelled context and the rest stay pending), acks
+// are flushed, and the consumer is deleted from the group if it owns no
+// pending entries. Run then returns nil.
+//
+// Run returns an error only when it cannot start: the group cannot be
+// created, the stream's key is not a stream, or the Runtime fails to make a
+// Handler. While running, Redis errors are logged and retried.
+func (c *Consumer) Run(ctx context.Context) error {
+	handlers := make([]Handler, c.opts.Concurrency)
+	for i := range handlers {
+		h, err := c.rt.NewHandler(i)
+		if err != nil {
+			return fmt.Errorf("start worker %d: %w", i, err)
+		}
+		handlers[i] = h
+	}
+	created, err := CreateGroup(ctx, c.rdb, c.opts.Stream, c.opts.Group, c.opts.Start)
+	if err != nil {
+		return err
+	}
+	if created {
+		c.log.Info("created consumer group", "start", c.opts.Start)
+	}
+	c.log.Info("consuming", "workers", c.opts.Concurrency, "batch", c.opts.Batch)
+
+	// hard is cancelled ShutdownTimeout after ctx: it cuts the calls in
+	// flight and the entries not yet started.
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	stopTimer := context.AfterFunc(ctx, func() {
+		c.log.Info("stopping: finishing the entries already read", "timeout", c.opts.ShutdownTimeout)
+		time.AfterFunc(c.opts.ShutdownTimeout, cancelHard)
+	})
+	defer stopTimer()
+
+	entries := make(chan *Message, c.opts.Batch)
+	acks := make(chan ack, 2*c.opts.Batch)
+
+	var readers, workers sync.WaitGroup
+	readers.Go(func() {
+		defer close(entries)
+		c.read(ctx, hard, entries)
+	})
+	for _, h := range handlers {
+		workers.Go(func() { c.work(hard, h, entries, acks) })
+	}
+	ackerDone := make(chan struct{})
+	go func() {
+		defer close(ackerDone)
+		c.ackLoop(hard, acks)
+	}()
+
+	readers.Wait()
+	workers.Wait()
+	close(acks)
+	<-ackerDone
+
+	c.finish()
+	return nil
+}
+
+// work runs one worker: one Handler, one entry at a time.
+func (c *Consumer) work(hard context.Context, h Handler, entries <-chan *Message, acks chan<- ack) {
+	for msg := range entries {
+		if hard.Err() != nil {
+			continue // shutdown timed out: leave the entry pending for the next start
+		}
+		res := h.Handle(hard, msg)
+		if res.Err != nil {
+			c.failed.Add(1)
+			attrs := []any{"id", msg.ID, "attempt", msg.Attempt, "err", res.Err.Error()}
+			var bt interface{ Backtrace() string }
+			if errors.As(res.Err, &bt) {
+				attrs = append(attrs, "backtrace", bt.Backtrace())
+			}
+			c.log.Warn("entry failed; it stays pending", attrs...)
+			continue
+		}
+		c.processed.Add(1)
+		acks <- ack{id: msg.ID, emits: res.Emits}
+	}
+}
+
+// finish deletes this consumer from the group unless it owns pending
+// entries, and logs what the run did.
+func (c *Consumer) finish() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	pending, err := deleteConsumerIfIdle(ctx, c.rdb, c.opts.Stream, c.opts.Group, c.opts.Consumer)
+	c.pending = pending
+	switch {
+	case err != nil:
+		c.log.Warn("could not tidy the consumer up", "err", err)
+	case pending > 0:
+		c.log.Warn("kept the consumer in the group: it owns pending entries, which a start with the same --name processes first",
+			"pending", pending)
+	default:
+		c.log.Debug("deleted the consumer from the group")
+	}
+	c.log.Info("stopped", "processed", c.processed.Load(), "failed", c.failed.Load(), "acked", c.acked.Load(), "pending", pending)
+}
+
+// outage logs a Redis failure once when it starts, then once a minute
+// while it lasts, and once when it is over, instead of once per retry.
+type outage struct {
+	log   *slog.Logger
+	what  string
+	since time.Time
+	last  time.Time
+}
+
+func (o *outage) fail(err error) {
+	now := time.Now()
+	if o.since.IsZero() {
+		o.since, o.last = now, now
+		o.log.Error(o.what+" failed; retrying", "err", err)
+		return
+	}
+	if now.Sub(o.last) >= time.Minute {
+		o.last = now
+		o.log.Error(o.what+" still failing; retrying", "err", err, "for", now.Sub(o.since).Round(time.Second))
+	}
+}
+
+func (o *outage) ok() {
+	if !o.since.IsZero() {
+		o.log.Info(o.what+" works again", "after", time.Since(o.since).Round(time.Millisecond))
+		o.since = time.Time{}
+	}
+}
+
+// backoff waits before retry n (0-based): 50ms doubling to 5s, or less if
+// ctx is done first. It reports whether ctx is still live.
+func backoff(ctx context.Context, n int) bool {
+	d := 50 * time.Millisecond << min(n, 7)
+	d = min(d, 5*time.Second)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

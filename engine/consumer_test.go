@@ -1,0 +1,433 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/topix-dev/topix"
+	"github.com/topix-dev/topix/engine"
+	"github.com/topix-dev/topix/internal/redistest"
+)
+
+var srv *redistest.Server
+
+func TestMain(m *testing.M) { os.Exit(redistest.Main(m, &srv)) }
+
+// backend is a Redis to run a test against.
+type backend struct {
+	name string
+	new  func(t *testing.T) redis.UniversalClient
+}
+
+var realRedis = backend{"redis-server", func(t *testing.T) redis.UniversalClient {
+	c := srv.Client()
+	t.Cleanup(func() { c.Close() })
+	return c
+}}
+
+var embedded = backend{"miniredis", func(t *testing.T) redis.UniversalClient {
+	m := miniredis.RunT(t)
+	c := redis.NewClient(&redis.Options{Addr: m.Addr(), Protocol: 2})
+	t.Cleanup(func() { c.Close() })
+	return c
+}}
+
+// both runs f against a real redis-server and the embedded server.
+func both(t *testing.T, f func(t *testing.T, rdb redis.UniversalClient)) {
+	for _, b := range []backend{realRedis, embedded} {
+		t.Run(b.name, func(t *testing.T) { f(t, b.new(t)) })
+	}
+}
+
+// names returns a stream and group name unique to the test.
+func names(t *testing.T) (stream, group string) {
+	return "s:" + t.Name(), "g"
+}
+
+// running is a consumer started in the background.
+type running struct {
+	c    *engine.Consumer
+	stop context.CancelFunc
+	done chan error
+}
+
+func start(t *testing.T, rdb redis.UniversalClient, rt engine.Runtime, opts engine.Options) *running {
+	t.Helper()
+	c, err := engine.New(rdb, rt, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{c: c, stop: cancel, done: make(chan error, 1)}
+	go func() { r.done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return r
+}
+
+// shutdown stops the consumer gracefully and returns Run's error.
+func (r *running) shutdown(t *testing.T) error {
+	t.Helper()
+	r.stop()
+	select {
+	case err := <-r.done:
+		r.done <- err // for the cleanup
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("consumer did not stop within 20s")
+		return nil
+	}
+}
+
+func add(t *testing.T, rdb redis.UniversalClient, stream string, fields ...string) string {
+	t.Helper()
+	id, err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, Values: fields}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func groupInfo(t *testing.T, rdb redis.UniversalClient, stream, group string) redis.XInfoGroup {
+	t.Helper()
+	groups, err := rdb.XInfoGroups(context.Background(), stream).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range groups {
+		if g.Name == group {
+			return g
+		}
+	}
+	t.Fatalf("group %q not found", group)
+	return redis.XInfoGroup{}
+}
+
+// recorder is a handler that remembers what it saw.
+type recorder struct {
+	mu    sync.Mutex
+	seen  map[string]*engine.Message
+	calls atomic.Int64
+	fail  func(*engine.Message) error
+}
+
+func newRecorder() *recorder { return &recorder{seen: map[string]*engine.Message{}} }
+
+func (r *recorder) Handle(_ context.Context, msg *engine.Message) engine.Result {
+	r.calls.Add(1)
+	cp := *msg
+	cp.Fields = append([]topix.Field(nil), msg.Fields...)
+	r.mu.Lock()
+	r.seen[msg.ID] = &cp
+	r.mu.Unlock()
+	if r.fail != nil {
+		if err := r.fail(msg); err != nil {
+			return engine.Result{Err: err}
+		}
+	}
+	return engine.Result{}
+}
+
+func (r *recorder) NewHandler(int) (engine.Handler, error) { return r, nil }
+
+func (r *recorder) get(id string) *engine.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen[id]
+}
+
+func TestConsumesEveryEntryAndAcksIt(t *testing.T) {
+	both(t, func(t *testing.T, rdb redis.UniversalClient) {
+		stream, group := names(t)
+		const n = 1000
+		ids := make([]string, n)
+		for i := range ids {
+			// Emitted before the consumer starts: the default start "0" must see them.
+			ids[i] = add(t, rdb, stream, "n", strconv.Itoa(i), "bin", "\x00\xff\xfe"+strconv.Itoa(i), "z", "last")
+		}
+		rec := newRecorder()
+		r := start(t, rdb, rec, engine.Options{Stream: stream, Group: group, Consumer: "c1", Concurrency: 4, Batch: 50, Block: 50 * time.Millisecond})
+		redistest.WaitFor(t, 10*time.Second, "all entries acked", func() bool { return r.c.Stats().Acked == n })
+		if err := r.shutdown(t); err != nil {
+			t.Fatal(err)
+		}
+		for i, id := range ids {
+			m := rec.get(id)
+			if m == nil {
+				t.Fatalf("entry %d (%s) never handled", i, id)
+			}
+			want := []topix.Field{{"n", strconv.Itoa(i)}, {"bin", "\x00\xff\xfe" + strconv.Itoa(i)}, {"z", "last"}}
+			if fmt.Sprint(m.Fields) != fmt.Sprint(want) {
+				t.Fatalf("entry %d fields = %q, want %q", i, m.Fields, want)
+			}
+			if m.Attempt != 1 || m.Stream != stream || m.Group != group || m.Consumer != "c1" {
+				t.Fatalf("entry %d metadata = %+v", i, m)
+			}
+		}
+		if got := rec.calls.Load(); got != n {
+			t.Errorf("handler called %d times, want %d", got, n)
+		}
+		g := groupInfo(t, rdb, stream, group)
+		if g.Pending != 0 {
+			t.Errorf("pending = %d, want 0", g.Pending)
+		}
+		consumers, err := rdb.XInfoConsumers(context.Background(), stream, group).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(consumers) != 0 {
+			t.Errorf("consumers left in the group: %+v", consumers)
+		}
+	})
+}
+
+func TestFailedEntriesStayPendingOthersAcked(t *testing.T) {
+	both(t, func(t *testing.T, rdb redis.UniversalClient) {
+		stream, group := names(t)
+		failing := map[string]bool{}
+		for i := range 200 {
+			fail := "0"
+			if i%7 == 0 {
+				fail = "1"
+			}
+			id := add(t, rdb, stream, "i", strconv.Itoa(i), "fail", fail)
+			if fail == "1" {
+				failing[id] = true
+			}
+		}
+		rec := newRecorder()
+		rec.fail = func(m *engine.Message) error {
+			if m.Fields[1].Value == "1" {
+				return errors.New("asked to fail")
+			}
+			return nil
+		}
+		r := start(t, rdb, rec, engine.Options{Stream: stream, Group: group, Consumer: "c1", Concurrency: 3, Block: 50 * time.Millisecond})
+		redistest.WaitFor(t, 10*time.Second, "all entries handled", func() bool { return rec.calls.Load() == 200 })
+		if err := r.shutdown(t); err != nil {
+			t.Fatal(err)
+		}
+		st := r.c.Stats()
+		if st.Acked != int64(200-len(failing)) || st.Failed != int64(len(failing)) {
+			t.Errorf("stats = %+v, want %d acked and %d failed", st, 200-len(failing), len(failing))
+		}
+		pend, err := rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: stream, Group: group, Start: "-", End: "+", Count: 1000}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pend) != len(failing) {
+			t.Fatalf("%d entries pending, want %d", len(pend), len(failing))
+		}
+		for _, p := range pend {
+			if !failing[p.ID] {
+				t.Errorf("entry %s is pending but did not fail", p.ID)
+			}
+		}
+		// The consumer owns pending entries, so it must still be in the group.
+		consumers, _ := rdb.XInfoConsumers(context.Background(), stream, group).Result()
+		if len(consumers) != 1 || consumers[0].Name != "c1" {
+			t.Errorf("consumers = %+v, want c1 kept", consumers)
+		}
+	})
+}
+
+func TestOwnPendingEntriesComeFirst(t *testing.T) {
+	both(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := context.Background()
+		stream, group := names(t)
+		old1 := add(t, rdb, stream, "k", "old1")
+		old2 := add(t, rdb, stream, "k", "old2")
+		if err := rdb.XGroupCreate(ctx, stream, group, "0").Err(); err != nil {
+			t.Fatal(err)
+		}
+		// A previous run of c1 read both and died before acking.
+		if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "c1", Streams: []string{stream, ">"}, Count: 10}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		fresh := add(t, rdb, stream, "k", "new")
+
+		var mu sync.Mutex
+		var order []string
+		attempts := map[string]int64{}
+		h := engine.HandlerFunc(func(_ context.Context, m *engine.Message) engine.Result {
+			mu.Lock()
+			defer mu.Unlock()
+			order = append(order, m.ID)
+			attempts[m.ID] = m.Attempt
+			return engine.Result{}
+		})
+		r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c1", Concurrency: 1, Block: 50 * time.Millisecond})
+		redistest.WaitFor(t, 10*time.Second, "three entries acked", func() bool { return r.c.Stats().Acked == 3 })
+		if err := r.shutdown(t); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(order) != fmt.Sprint([]string{old1, old2, fresh}) {
+			t.Errorf("order = %v, want %v", order, []string{old1, old2, fresh})
+		}
+		if attempts[old1] != 2 || attempts[old2] != 2 || attempts[fresh] != 1 {
+			t.Errorf("attempts = %v, want 2, 2, 1", attempts)
+		}
+	})
+}
+
+func TestStartDollarSkipsEarlierEntries(t *testing.T) {
+	rdb := realRedis.new(t)
+	stream, group := names(t)
+	add(t, rdb, stream, "k", "before")
+	rec := newRecorder()
+	r := start(t, rdb, rec, engine.Options{Stream: stream, Group: group, Consumer: "c1", Start: "$", Block: 50 * time.Millisecond})
+	redistest.WaitFor(t, 5*time.Second, "group created", func() bool {
+		g, _ := rdb.XInfoGroups(context.Background(), stream).Result()
+		return len(g) == 1
+	})
+	after := add(t, rdb, stream, "k", "after")
+	redistest.WaitFor(t, 5*time.Second, "new entry acked", func() bool { return r.c.Stats().Acked == 1 })
+	r.shutdown(t)
+	if rec.calls.Load() != 1 || rec.get(after) == nil {
+		t.Errorf("handled %d entries; want only %s", rec.calls.Load(), after)
+	}
+}
+
+func TestEmitsAreAddedBeforeTheAck(t *testing.T) {
+	both(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := context.Background()
+		stream, group := names(t)
+		out := stream + ":out"
+		bad := stream + ":bad"
+		if err := rdb.Set(ctx, bad, "a string, not a stream", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		good := add(t, rdb, stream, "to", out)
+		broken := add(t, rdb, stream, "to", bad)
+		failing := add(t, rdb, stream, "to", out, "fail", "yes")
+		h := engine.HandlerFunc(func(_ context.Context, m *engine.Message) engine.Result {
+			res := engine.Result{Emits: []engine.Emit{{Stream: m.Fields[0].Value, Fields: []topix.Field{{"from", m.ID}}}}}
+			if len(m.Fields) > 1 {
+				res.Err = errors.New("failed after emitting")
+			}
+			return res
+		})
+		r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c1", Block: 50 * time.Millisecond})
+		redistest.WaitFor(t, 10*time.Second, "entries handled", func() bool {
+			st := r.c.Stats()
+			return st.Processed == 2 && st.Failed == 1 && st.Acked == 1
+		})
+		r.shutdown(t)
+		got, err := rdb.XRange(ctx, out, "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].Values["from"] != good {
+			t.Errorf("emitted = %+v, want one entry from %s", got, good)
+		}
+		pend, _ := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: group, Start: "-", End: "+", Count: 10}).Result()
+		var pending []string
+		for _, p := range pend {
+			pending = append(pending, p.ID)
+		}
+		if fmt.Sprint(pending) != fmt.Sprint([]string{broken, failing}) {
+			t.Errorf("pending = %v, want %v (emit failed, call failed)", pending, []string{broken, failing})
+		}
+	})
+}
+
+func TestWrongTypeKeyIsAnError(t *testing.T) {
+	rdb := realRedis.new(t)
+	stream, group := names(t)
+	rdb.Set(context.Background(), stream, "x", 0)
+	c, err := engine.New(rdb, newRecorder(), engine.Options{Stream: stream, Group: group, Consumer: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Run(context.Background())
+	if !errors.Is(err, engine.ErrWrongType) {
+		t.Fatalf("Run = %v, want ErrWrongType", err)
+	}
+}
+
+func TestDeletedPendingEntryIsAckedAway(t *testing.T) {
+	rdb := realRedis.new(t) // the embedded server never reports deleted pending entries
+	ctx := context.Background()
+	stream, group := names(t)
+	gone := add(t, rdb, stream, "k", "v")
+	kept := add(t, rdb, stream, "k", "w")
+	rdb.XGroupCreate(ctx, stream, group, "0")
+	rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "c1", Streams: []string{stream, ">"}, Count: 10})
+	rdb.XDel(ctx, stream, gone)
+	rec := newRecorder()
+	r := start(t, rdb, rec, engine.Options{Stream: stream, Group: group, Consumer: "c1", Block: 50 * time.Millisecond})
+	redistest.WaitFor(t, 5*time.Second, "both acked", func() bool { return r.c.Stats().Acked == 2 })
+	r.shutdown(t)
+	if rec.calls.Load() != 1 || rec.get(kept) == nil {
+		t.Errorf("handled %d entries, want only %s", rec.calls.Load(), kept)
+	}
+	if g := groupInfo(t, rdb, stream, group); g.Pending != 0 {
+		t.Errorf("pending = %d, want 0", g.Pending)
+	}
+}
+
+func TestShutdownFinishesEntriesAlreadyRead(t *testing.T) {
+	both(t, func(t *testing.T, rdb redis.UniversalClient) {
+		stream, group := names(t)
+		for i := range 20 {
+			add(t, rdb, stream, "i", strconv.Itoa(i))
+		}
+		started := make(chan struct{})
+		release := make(chan struct{})
+		var once sync.Once
+		var calls atomic.Int64
+		h := engine.HandlerFunc(func(_ context.Context, m *engine.Message) engine.Result {
+			once.Do(func() { close(started) })
+			<-release
+			calls.Add(1)
+			return engine.Result{}
+		})
+		r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c1", Concurrency: 2, Batch: 20, Block: 50 * time.Millisecond})
+		<-started
+		r.stop() // the stop comes while calls are in flight and entries wait
+		close(release)
+		if err := r.shutdown(t); err != nil {
+			t.Fatal(err)
+		}
+		if calls.Load() != 20 || r.c.Stats().Acked != 20 {
+			t.Errorf("calls = %d, stats = %+v; want all 20 processed and acked", calls.Load(), r.c.Stats())
+		}
+		if g := groupInfo(t, rdb, stream, group); g.Pending != 0 {
+			t.Errorf("pending = %d, want 0", g.Pending)
+		}
+	})
+}
+
+func TestShutdownTimeoutLeavesTheRestPending(t *testing.T) {
+	rdb := realRedis.new(t)
+	stream, group := names(t)
+	for i := range 10 {
+		add(t, rdb, stream, "i", strconv.Itoa(i))
+	}
+	started := make(chan struct{}, 10)
+	h := engine.HandlerFunc(func(ctx context.Context, m *engine.Message) engine.Result {
+		started <- struct{}{}
+		<-ctx.Done() // a call that only ends when it is cut
+		return engine.Result{Err: ctx.Err()}
+	})
+	r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c1", Concurrency: 1, ShutdownTimeout: 100 * time.Millisecond, Block: 50 * time.Millisecond})
+	<-started
+	if err := r.shutdown(t); err != nil {
+		t.Fatal(err)
+	}
+	st := r.c.Stats()
+	if st.Acked != 0 || st.Pending != 10 {
+		t.Errorf("stats = %+v, want 0 acked and 10 pending", st)
+	}
+	if g := groupInfo(t, rdb, stream, group); g.Pending != 10 {
+		t.Errorf("pending = %d, want 10", g.Pending)
+	}
+}

@@ -1,0 +1,80 @@
+// Package engine runs a consumer group over one Redis stream: it creates the
+// group, reads entries (its own pending ones first, then new ones), hands
+// each to a Handler on a fixed pool of workers, and acks the entries whose
+// call succeeded, in batches. It knows nothing of Starlark: a runtime
+// (package starlib, or a Go function in tests) plugs in through Runtime and
+// Handler.
+//
+//	stream --XREADGROUP--> reader --chan--> workers (Handler) --chan--> acker --XADD+XACK--> stream
+package engine
+
+import (
+	"context"
+
+	"github.com/topix-dev/topix"
+)
+
+// Message is one stream entry handed to a Handler.
+//
+// The engine owns a Message: a Handler must not keep it, or its Fields
+// slice, after Handle returns. Field names and values are Go strings holding
+// the entry's exact bytes, in the order the entry stores them.
+type Message struct {
+	ID       string // entry id, e.g. "1700000000000-0"
+	Stream   string
+	Group    string
+	Consumer string // this consumer's name in the group
+	Attempt  int64  // delivery count: 1 on the first delivery, more when it was delivered before
+	Fields   []topix.Field
+}
+
+// Emit is an entry that a call asks to add to a stream. It is added only
+// if the call succeeded, before the entry that caused it is acked.
+type Emit struct {
+	Stream string
+	Fields []topix.Field
+	MaxLen int64 // trim Stream to about this many entries; 0 does not trim
+}
+
+// Result is the outcome of one call.
+type Result struct {
+	// Err is nil when the entry was processed. Then the engine adds Emits
+	// (in order) and, once every one of them was added, acks the entry.
+	//
+	// A non-nil Err means the entry was NOT processed: it is logged once,
+	// Emits are dropped, and the entry is left pending, never acked, so it
+	// is delivered again. If Err has a method Backtrace() string, the
+	// backtrace is logged with it.
+	Err error
+
+	Emits []Emit
+}
+
+// Handler processes entries one at a time; it is owned by one worker
+// goroutine, so it needs no locking for its own state.
+//
+// Handle is called once per delivery of an entry. It must return when ctx
+// is cancelled (on a forced shutdown), with a non-nil Err if the entry was
+// not fully processed. It must not panic: a runtime turns its script's
+// errors into Result.Err. Handle must not keep msg after it returns.
+type Handler interface {
+	Handle(ctx context.Context, msg *Message) Result
+}
+
+// Runtime makes the Handlers of a consumer, one per worker, before the
+// first entry is read. An error from NewHandler stops the consumer before
+// it reads anything.
+type Runtime interface {
+	NewHandler(worker int) (Handler, error)
+}
+
+// HandlerFunc is a Handler and a Runtime made of one function, shared by
+// all workers; the function must be safe for concurrent use. It suits Go
+// consumers and tests.
+type HandlerFunc func(ctx context.Context, msg *Message) Result
+
+// Handle calls f.
+func (f HandlerFunc) Handle(ctx context.Context, msg *Message) Result { return f(ctx, msg) }
+
+// NewHandler returns f itself for every worker.
+func (f HandlerFunc) NewHandler(int) (Handler, error) { return f, nil }

@@ -1,0 +1,178 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/topix-dev/topix"
+)
+
+// read feeds entries until stop is cancelled: first the entries this
+// consumer already owns (delivered before, never acked: XREADGROUP from id
+// 0), then new ones (id >). A read in progress when stop comes is let
+// finish, and what it returns is handed on, so no entry is delivered to
+// this consumer without being seen; BLOCK is finite, so this is prompt.
+// hard cuts the hand-over short when the shutdown times out.
+func (c *Consumer) read(stop, hard context.Context, out chan<- *Message) {
+	// Reads are not cancelled mid-flight: an XREADGROUP that Redis answered
+	// has moved its entries to our pending list, and they must be seen.
+	ctx := context.WithoutCancel(stop)
+	fails := outage{log: c.log, what: "reading the stream"}
+	own := "0" // cursor in our own pending entries; "" once they are done
+	for n := 0; stop.Err() == nil; {
+		id := own
+		if id == "" {
+			id = ">"
+		}
+		msgs, err := c.readGroup(ctx, id)
+		if err != nil {
+			if isNoGroup(err) {
+				c.recreateGroup(ctx)
+			} else {
+				fails.fail(err)
+			}
+			if !backoff(stop, n) {
+				return
+			}
+			n++
+			continue
+		}
+		n = 0
+		fails.ok()
+		if own != "" {
+			if len(msgs) == 0 {
+				own = ""
+				continue
+			}
+			own = msgs[len(msgs)-1].ID
+			c.setAttempts(ctx, msgs)
+		}
+		for _, m := range msgs {
+			if m.Fields == nil {
+				c.ackDeleted(ctx, m.ID)
+				continue
+			}
+			select {
+			case out <- m:
+			case <-hard.Done():
+				return
+			}
+		}
+	}
+}
+
+// readGroup runs one XREADGROUP. It goes through Do rather than
+// XReadGroup because go-redis returns fields as a map, which loses their
+// order.
+func (c *Consumer) readGroup(ctx context.Context, id string) ([]*Message, error) {
+	args := []any{"XREADGROUP", "GROUP", c.opts.Group, c.opts.Consumer, "COUNT", c.opts.Batch}
+	if id == ">" {
+		args = append(args, "BLOCK", c.opts.Block.Milliseconds())
+	}
+	args = append(args, "STREAMS", c.opts.Stream, id)
+	reply, err := c.rdb.Do(ctx, args...).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil // BLOCK timed out
+	}
+	if err != nil {
+		return nil, err
+	}
+	attempt := int64(1) // a new entry's first delivery
+	if id != ">" {
+		attempt = 0 // filled in by setAttempts
+	}
+	return c.parseRead(reply, attempt)
+}
+
+// parseRead decodes an XREADGROUP reply for one stream, in RESP2 (array of
+// [stream, entries]) or RESP3 (map of stream to entries) form. An entry
+// that was deleted while pending comes back with no fields: its Fields is
+// nil.
+func (c *Consumer) parseRead(reply any, attempt int64) ([]*Message, error) {
+	var entries []any
+	switch r := reply.(type) {
+	case nil:
+		return nil, nil
+	case []any:
+		if len(r) == 0 {
+			return nil, nil
+		}
+		pair, ok := r[0].([]any)
+		if !ok || len(pair) != 2 {
+			return nil, fmt.Errorf("unexpected XREADGROUP reply %T", r[0])
+		}
+		entries, _ = pair[1].([]any)
+	case map[any]any:
+		for _, v := range r {
+			entries, _ = v.([]any)
+		}
+	default:
+		return nil, fmt.Errorf("unexpected XREADGROUP reply %T", reply)
+	}
+	msgs := make([]Message, len(entries))
+	out := make([]*Message, len(entries))
+	for i, e := range entries {
+		pair, ok := e.([]any)
+		if !ok || len(pair) < 2 {
+			return nil, fmt.Errorf("unexpected stream entry %T", e)
+		}
+		m := &msgs[i]
+		m.ID, _ = pair[0].(string)
+		m.Stream, m.Group, m.Consumer, m.Attempt = c.opts.Stream, c.opts.Group, c.opts.Consumer, attempt
+		if kv, ok := pair[1].([]any); ok {
+			m.Fields = make([]topix.Field, len(kv)/2)
+			for j := range m.Fields {
+				m.Fields[j].Name, _ = kv[2*j].(string)
+				m.Fields[j].Value, _ = kv[2*j+1].(string)
+			}
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+// setAttempts fills in the delivery counts of entries read again from our
+// own pending list; XREADGROUP does not return them, XPENDING does.
+func (c *Consumer) setAttempts(ctx context.Context, msgs []*Message) {
+	p, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: c.opts.Stream, Group: c.opts.Group, Consumer: c.opts.Consumer,
+		Start: msgs[0].ID, End: msgs[len(msgs)-1].ID, Count: int64(len(msgs)),
+	}).Result()
+	counts := make(map[string]int64, len(p))
+	if err == nil {
+		for _, e := range p {
+			counts[e.ID] = e.RetryCount
+		}
+	}
+	for _, m := range msgs {
+		// Unknown counts (XPENDING failed) are at least 2: this is a redelivery.
+		m.Attempt = max(counts[m.ID], 2)
+	}
+}
+
+// ackDeleted acks away a pending entry whose data is gone (XDEL or
+// trimming): there is nothing left to process, and left alone it would stay
+// pending for ever.
+func (c *Consumer) ackDeleted(ctx context.Context, id string) {
+	if err := c.rdb.XAck(ctx, c.opts.Stream, c.opts.Group, id).Err(); err != nil {
+		c.log.Warn("could not ack away a deleted entry", "id", id, "err", err)
+		return
+	}
+	c.acked.Add(1)
+	c.log.Warn("acked away a pending entry whose data was deleted or trimmed before it was processed", "id", id)
+}
+
+// recreateGroup brings back a group that vanished (a Redis restart without
+// persistence, FLUSHALL, XGROUP DESTROY).
+func (c *Consumer) recreateGroup(ctx context.Context) {
+	created, err := CreateGroup(ctx, c.rdb, c.opts.Stream, c.opts.Group, c.opts.Start)
+	switch {
+	case err != nil:
+		c.log.Error("the consumer group is gone and could not be created again", "err", err)
+	case created:
+		c.log.Warn("the consumer group was gone; created it again", "start", c.opts.Start)
+	}
+}
+

@@ -1,0 +1,196 @@
+// Package redistest starts private redis-server processes for tests.
+//
+// Each test package starts its own server on a free loopback port with a
+// temporary directory, so tests never touch a Redis they did not start. The
+// server is stopped by process id when the test (or TestMain) ends.
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is one redis-server process started by this package.
+type Server struct {
+	Addr string // 127.0.0.1:port
+	Dir  string // working directory (appendonly files, log)
+
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// URL returns the redis:// URL of database 0 of the server.
+func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+
+// Client returns a new client for the server; the caller closes it.
+func (s *Server) Client() *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2})
+}
+
+// Pid returns the process id of the server.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
+// Start starts a redis-server on a free loopback port, with dir as its
+// working directory and extra passed as command-line configuration (e.g.
+// "--appendonly", "yes"). It returns once the server answers PING.
+func Start(dir string, extra ...string) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server is not installed (apt-get install -y redis-server): %w", err)
+	}
+	var lastErr error
+	// The port is free when chosen but may be taken before redis binds it;
+	// a few attempts make that race harmless.
+	for attempt := 0; attempt < 5; attempt++ {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		s, err := startOn(bin, dir, port, extra)
+		if err == nil {
+			return s, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+// StartOn starts a redis-server on the given port; used to restart a server
+// on the address it had before.
+func StartOn(dir string, port int, extra ...string) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, err
+	}
+	return startOn(bin, dir, port, extra)
+}
+
+func startOn(bin, dir string, port int, extra []string) (*Server, error) {
+	args := []string{
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--dir", dir,
+		"--save", "",
+		"--appendonly", "no",
+		"--daemonize", "no",
+		"--logfile", filepath.Join(dir, "redis.log"),
+	}
+	args = append(args, extra...)
+	cmd := exec.Command(bin, args...)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start redis-server: %w", err)
+	}
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(s.done) }()
+
+	c := s.Client()
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return s, nil
+		}
+		select {
+		case <-s.done:
+			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+			return nil, fmt.Errorf("redis-server on port %d exited at start: %s", port, lastLines(log, 3))
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.Stop()
+			return nil, fmt.Errorf("redis-server on port %d did not answer PING: %w", port, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// Stop kills the server (SIGKILL) and waits for it to exit.
+func (s *Server) Stop() {
+	_ = s.cmd.Process.Kill()
+	<-s.done
+}
+
+// Shutdown stops the server politely (SIGTERM), so an append-only file is
+// complete, and waits for it to exit.
+func (s *Server) Shutdown() {
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		s.Stop()
+	}
+}
+
+// Must starts a server for one test and stops it when the test ends.
+func Must(tb testing.TB, extra ...string) *Server {
+	tb.Helper()
+	s, err := Start(tb.TempDir(), extra...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// Main starts one server for a whole test package, runs the tests and stops
+// it. Use it from TestMain: os.Exit(redistest.Main(m, &srv)).
+func Main(m *testing.M, srv **Server) int {
+	dir, err := os.MkdirTemp("", "topix-redis-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	s, err := Start(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer s.Stop()
+	*srv = s
+	return m.Run()
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// WaitFor polls cond every 10ms until it returns true or timeout passes, and
+// fails the test with msg in the latter case.
+func WaitFor(tb testing.TB, timeout time.Duration, msg string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s", timeout, msg)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
