@@ -211,4 +211,3 @@ func jsonError(data []byte, err error) error {
 	}
 	return fmt.Errorf("invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 }
-

@@ -175,4 +175,3 @@ func (c *Consumer) recreateGroup(ctx context.Context) {
 		c.log.Warn("the consumer group was gone; created it again", "start", c.opts.Start)
 	}
 }
-
