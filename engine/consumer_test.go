@@ -164,7 +164,7 @@ func TestConsumesEveryEntryAndAcksIt(t *testing.T) {
 			if m == nil {
 				t.Fatalf("entry %d (%s) never handled", i, id)
 			}
-			want := []topix.Field{{"n", strconv.Itoa(i)}, {"bin", "\x00\xff\xfe" + strconv.Itoa(i)}, {"z", "last"}}
+			want := []topix.Field{{Name: "n", Value: strconv.Itoa(i)}, {Name: "bin", Value: "\x00\xff\xfe" + strconv.Itoa(i)}, {Name: "z", Value: "last"}}
 			if fmt.Sprint(m.Fields) != fmt.Sprint(want) {
 				t.Fatalf("entry %d fields = %q, want %q", i, m.Fields, want)
 			}
@@ -309,7 +309,7 @@ func TestEmitsAreAddedBeforeTheAck(t *testing.T) {
 		broken := add(t, rdb, stream, "to", bad)
 		failing := add(t, rdb, stream, "to", out, "fail", "yes")
 		h := engine.HandlerFunc(func(_ context.Context, m *engine.Message) engine.Result {
-			res := engine.Result{Emits: []engine.Emit{{Stream: m.Fields[0].Value, Fields: []topix.Field{{"from", m.ID}}}}}
+			res := engine.Result{Emits: []engine.Emit{{Stream: m.Fields[0].Value, Fields: []topix.Field{{Name: "from", Value: m.ID}}}}}
 			if len(m.Fields) > 1 {
 				res.Err = errors.New("failed after emitting")
 			}

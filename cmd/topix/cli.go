@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	"github.com/topix-dev/topix/config"
+	"github.com/topix-dev/topix/internal/logging"
+)
+
+// Exit codes; the README lists them.
+const (
+	exitOK       = 0
+	exitFailure  = 1   // failed while running (Redis failed mid-way, ...)
+	exitUsage    = 2   // bad input: arguments, flags, configuration, JSON, script
+	exitRedis    = 3   // Redis could not be reached or refused us (auth, ACL)
+	exitSignaled = 130 // a second SIGINT/SIGTERM stopped topix at once
+)
+
+// exitError carries the exit code of an error to run.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageError(err error) error { return &exitError{exitUsage, err} }
+func usagef(format string, args ...any) error {
+	return usageError(fmt.Errorf(format, args...))
+}
+
+// app is one invocation of topix: its streams and environment.
+type app struct {
+	ctx     context.Context
+	env     []string
+	stdin   io.Reader
+	stdout  io.Writer
+	stderr  io.Writer
+	cfgPath string
+}
+
+// run runs topix with args (without the program name) and returns the exit
+// code. Every error is reported here, as one line on stderr.
+func run(ctx context.Context, args, env []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{ctx: ctx, env: env, stdin: stdin, stdout: stdout, stderr: stderr}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "topix: %s\n", oneLine(err))
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return exitFailure
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " ")), " ")
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	defaults := config.Defaults()
+	root := &cobra.Command{
+		Use:   "topix",
+		Short: "Run a Starlark function over every entry of a Redis stream",
+		Long: `topix runs a function written in Starlark over every entry of a Redis stream,
+through a consumer group, and acks each entry only once the function succeeded.
+
+  topix dev                                        # a Redis to try it with (in memory)
+  topix consumer orders billing app.star:consumer  # consumer(data) for every entry
+  topix emit orders '{"sku": "A-1", "qty": 2}'     # add an entry
+
+Settings come from, in rising precedence: defaults, a config file (--config),
+TOPIX_* environment variables (TOPIX_REDIS_URL, TOPIX_CONCURRENCY, ...), flags.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		CompletionOptions: cobra.CompletionOptions{
+			HiddenDefaultCmd: true,
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.cfgPath, "config", "", "config file (.toml, .yaml or .yml); its keys are the flag names with _ for -")
+	pf.String(config.FlagName("redis_url"), defaults.RedisURL, "Redis URL (redis://, rediss://, unix://, redis+cluster://, redis+sentinel://) [$TOPIX_REDIS_URL]")
+	pf.String(config.FlagName("log_format"), defaults.LogFormat, "log format: text or json [$TOPIX_LOG_FORMAT]")
+	pf.String(config.FlagName("log_level"), defaults.LogLevel, "log level: debug, info, warn or error [$TOPIX_LOG_LEVEL]")
+
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usagef("%s; see '%s --help'", err, cmd.CommandPath())
+	})
+	root.AddCommand(a.consumerCommand(), a.emitCommand(), a.devCommand())
+	return root
+}
+
+// load builds the configuration of a command and its logger.
+func (a *app) load(cmd *cobra.Command) (config.Config, *slog.Logger, error) {
+	cfg, err := config.Load(a.cfgPath, a.env, cmd.Flags())
+	if err != nil {
+		return cfg, nil, usageError(err)
+	}
+	level, _ := config.ParseLevel(cfg.LogLevel) // validated by Load
+	log := logging.New(a.stderr, cfg.LogFormat, level, a.env)
+	redis.SetLogger(redisLogger{log})
+	return cfg, log, nil
+}
+
+// connect makes a Redis client and checks that Redis answers, so a wrong
+// address or password is one clear error before anything else happens.
+func connect(ctx context.Context, cfg config.Config) (redis.UniversalClient, error) {
+	opts, err := config.RedisOptions(cfg.RedisURL)
+	if err != nil {
+		return nil, usageError(err)
+	}
+	rdb := redis.NewUniversalClient(opts)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		rdb.Close()
+		return nil, &exitError{exitRedis, fmt.Errorf("cannot use Redis at %s: %s", config.Redact(cfg.RedisURL), redisReason(err))}
+	}
+	return rdb, nil
+}
+
+// redisReason explains the usual ways a connection fails.
+func redisReason(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "connection refused"):
+		return "connection refused; is Redis running there? (topix dev starts one for trying things out)"
+	case strings.HasPrefix(msg, "WRONGPASS"), strings.Contains(msg, "invalid password"), strings.Contains(msg, "invalid username-password"):
+		return "wrong user name or password"
+	case strings.HasPrefix(msg, "NOAUTH"):
+		return "Redis wants a password; put it in the URL: redis://:PASSWORD@host:port/0"
+	case strings.HasPrefix(msg, "NOPERM"):
+		return "the user lacks a permission: " + msg
+	case errors.Is(err, context.DeadlineExceeded), strings.Contains(msg, "i/o timeout"):
+		return "no answer within 5s"
+	}
+	return msg
+}
+
+// redisLogger routes go-redis's own messages (reconnects, pool warnings)
+// to the debug log instead of raw lines on stderr.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Debug(fmt.Sprintf(format, v...), "from", "go-redis")
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/topix-dev/topix/config"
+	"github.com/topix-dev/topix/engine"
+	"github.com/topix-dev/topix/starlib"
+)
+
+func (a *app) consumerCommand() *cobra.Command {
+	d := config.Defaults()
+	cmd := &cobra.Command{
+		Use:   "consumer STREAM GROUP SCRIPT.star[:FUNC]",
+		Short: "Run a Starlark function over every entry of a stream",
+		Long: `Run FUNC (default: consumer) of SCRIPT.star on every entry of STREAM, as a
+member of consumer group GROUP, until SIGINT or SIGTERM.
+
+The function takes the entry as a dict of str to str, and optionally a second
+parameter with its metadata (msg.id, msg.stream, msg.group, msg.consumer,
+msg.attempt):
+
+  def consumer(data):
+      print(data["sku"])
+
+An entry is acked only when the call returns; a call that fails (fail(...) or
+any error) is logged with its backtrace and the entry stays pending.
+
+The group is created when missing (with the stream), starting at --start: 0,
+the default, means entries added before the first start are processed too.
+On start, the consumer first takes the entries it owns and never acked.
+
+SIGINT or SIGTERM stops reading, finishes the entries already read (for at
+most --shutdown-timeout), flushes the acks and removes the consumer from the
+group if it owns no pending entries. A second signal exits at once.`,
+		Example: `  topix consumer orders billing app.star
+  topix consumer orders billing app.star:bill --concurrency 8 --name billing-1`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 3 {
+				return usagef("consumer needs 3 arguments, STREAM GROUP SCRIPT.star[:FUNC], got %d; see 'topix consumer --help'", len(args))
+			}
+			return nil
+		},
+		RunE: a.runConsumer,
+	}
+	f := cmd.Flags()
+	f.IntP(config.FlagName("concurrency"), "c", d.Concurrency, "workers, each running one call at a time; defaults to the number of CPUs [$TOPIX_CONCURRENCY]")
+	f.Int(config.FlagName("batch"), d.Batch, "entries per read (XREADGROUP COUNT); 0 sizes it to the workers: 20 each, at least 100 [$TOPIX_BATCH]")
+	f.Duration(config.FlagName("block"), d.Block, "how long one read waits for new entries; also bounds how soon a stop is noticed [$TOPIX_BLOCK]")
+	f.String(config.FlagName("start"), d.Start, "where a new group starts: 0 (every entry), $ (new entries only) or an entry id [$TOPIX_START]")
+	f.String(config.FlagName("name"), d.Name, "consumer name in the group (default: <hostname>-<pid>); keep it stable to resume your own pending entries [$TOPIX_NAME]")
+	f.Duration(config.FlagName("shutdown_timeout"), d.ShutdownTimeout, "how long a stop may take to finish the entries already read [$TOPIX_SHUTDOWN_TIMEOUT]")
+	return cmd
+}
+
+func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
+	stream, group, target := args[0], args[1], args[2]
+	if stream == "" {
+		return usagef("the stream name is empty")
+	}
+	if group == "" {
+		return usagef("the group name is empty")
+	}
+	cfg, log, err := a.load(cmd)
+	if err != nil {
+		return err
+	}
+	path, fn, err := starlib.ParseTarget(target)
+	if err != nil {
+		return usageError(err)
+	}
+	// The script is checked before Redis is touched: a typo costs nothing.
+	env := &starlib.Env{Logger: log}
+	script, err := starlib.Compile(path, fn, env)
+	if err != nil {
+		return usageError(err)
+	}
+
+	ctx, stop := a.signalContext(log)
+	defer stop()
+	rdb, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	c, err := engine.New(rdb, starlib.NewRuntime(script, env), engine.Options{
+		Stream:          stream,
+		Group:           group,
+		Consumer:        cfg.ConsumerName(),
+		Start:           cfg.Start,
+		Concurrency:     cfg.Concurrency,
+		Batch:           cfg.BatchSize(),
+		Block:           cfg.Block,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          log,
+	})
+	if err != nil {
+		return usageError(err)
+	}
+	log.Info("script loaded", "script", script.Path, "func", script.Func)
+	if err := c.Run(ctx); err != nil {
+		if errors.Is(err, engine.ErrWrongType) {
+			return usageError(err)
+		}
+		return err
+	}
+	return nil
+}
+
+// signalContext returns a context cancelled by the first SIGINT or
+// SIGTERM; a second one exits the process at once.
+func (a *app) signalContext(log interface{ Warn(string, ...any) }) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(a.ctx)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+			return
+		}
+		sig := <-sigs
+		log.Warn("second signal: exiting now; entries in flight stay pending", "signal", sig.String())
+		os.Exit(exitSignaled)
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		cancel()
+	}
+}

@@ -1,0 +1,204 @@
+// Package starlib is topix's Starlark runtime: it compiles a consumer
+// script, checks the function it names, and runs that function on stream
+// entries, one starlark.Thread per worker. It implements engine.Runtime.
+//
+// The script contract (see docs and the README): a script defines
+//
+//	def consumer(data):        # data: dict of field name -> value, both str
+//	def consumer(data, msg):   # msg.id, msg.stream, msg.group, msg.consumer, msg.attempt
+//
+// Returning (with any value) acks the entry; an error (fail(...) or any
+// runtime error) leaves it pending.
+package starlib
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"go.starlark.net/resolve"
+	"go.starlark.net/starlark"
+	"go.starlark.net/syntax"
+)
+
+// DefaultFunc is the function a script target names when it names none.
+const DefaultFunc = "consumer"
+
+// fileOptions are the Starlark dialect of consumer scripts: while loops,
+// sets and top-level if/for are allowed; globals cannot be reassigned.
+var fileOptions = &syntax.FileOptions{Set: true, While: true, TopLevelControl: true}
+
+// ParseTarget splits a script target "path/to/app.star[:func]" into the
+// path and the function name (DefaultFunc when none is given).
+func ParseTarget(target string) (path, fn string, err error) {
+	path, fn = target, DefaultFunc
+	if i := strings.LastIndex(target, ":"); i >= 0 {
+		path, fn = target[:i], target[i+1:]
+		if fn == "" {
+			return "", "", fmt.Errorf("script %q: nothing after the colon; write %s:FUNC, or leave out the colon for %s", target, path, DefaultFunc)
+		}
+		if !isIdent(fn) {
+			return "", "", fmt.Errorf("script %q: %q is not a function name", target, fn)
+		}
+	}
+	if path == "" {
+		return "", "", fmt.Errorf("script %q: the file name is empty; write app.star or app.star:FUNC", target)
+	}
+	return path, fn, nil
+}
+
+// Script is one compiled version of a consumer script: its globals, run
+// once and frozen, and the function that consumes entries. A Script is
+// immutable and shared by all workers.
+type Script struct {
+	Path  string // the file, as it was given
+	Func  string // the consumer function's name
+	fn    *starlark.Function
+	arity int // 1: fn(data); 2: fn(data, msg)
+}
+
+// Arity is the number of arguments the consumer function takes: 1 (data)
+// or 2 (data, msg).
+func (s *Script) Arity() int { return s.arity }
+
+// Compile reads, compiles and runs the top level of the script at path, and
+// checks that fn is a function taking 1 or 2 positional parameters. Every
+// error is one line that names the file, and the position (file:line:col)
+// when there is one.
+func Compile(path, fn string, env *Env) (*Script, error) {
+	path, src, err := readScript(path)
+	if err != nil {
+		return nil, err
+	}
+	predeclared := env.predeclared()
+	_, prog, err := starlark.SourceProgramOptions(fileOptions, path, src, predeclared.Has)
+	if err != nil {
+		return nil, compileError(err)
+	}
+	thread := env.newThread("load " + path)
+	globals, err := prog.Init(thread, predeclared)
+	if err != nil {
+		return nil, runError(err)
+	}
+	globals.Freeze()
+
+	v, ok := globals[fn]
+	if !ok {
+		return nil, fmt.Errorf("%s: no function %q; %s", path, fn, defines(globals))
+	}
+	f, ok := v.(*starlark.Function)
+	if !ok {
+		return nil, fmt.Errorf("%s: %q is a %s, not a function; define def %s(data): ...", path, fn, v.Type(), fn)
+	}
+	arity, err := checkParams(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s", f.Position(), err)
+	}
+	return &Script{Path: path, Func: fn, fn: f, arity: arity}, nil
+}
+
+// checkParams accepts fn(data) and fn(data, msg), with defaults or not.
+func checkParams(f *starlark.Function) (int, error) {
+	n := f.NumParams() - f.NumKwonlyParams()
+	if f.HasVarargs() {
+		n--
+	}
+	if f.HasKwargs() {
+		n--
+	}
+	params := make([]string, 0, n)
+	for i := range n {
+		name, _ := f.Param(i)
+		params = append(params, name)
+	}
+	// Keyword-only parameters follow the positional ones.
+	for i := n; i < n+f.NumKwonlyParams(); i++ {
+		if f.ParamDefault(i) == nil {
+			name, _ := f.Param(i)
+			return 0, fmt.Errorf("%s has a required keyword-only parameter %q; a consumer takes (data) or (data, msg)", f.Name(), name)
+		}
+	}
+	if n < 1 || n > 2 {
+		return 0, fmt.Errorf("%s(%s) takes %d positional parameters; a consumer takes 1 (data) or 2 (data, msg)",
+			f.Name(), strings.Join(params, ", "), n)
+	}
+	return n, nil
+}
+
+// readScript reads a script, trying path + ".star" when path has no
+// extension and does not exist (so app:consumer works as in the original).
+func readScript(path string) (string, []byte, error) {
+	src, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && filepath.Ext(path) == "" {
+		if alt, altErr := os.ReadFile(path + ".star"); altErr == nil {
+			return path + ".star", alt, nil
+		}
+	}
+	if err == nil {
+		return path, src, nil
+	}
+	if st, statErr := os.Stat(path); statErr == nil && st.IsDir() {
+		return "", nil, fmt.Errorf("script %s is a directory; give a .star file, like %s", path, filepath.Join(path, "app.star"))
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", nil, fmt.Errorf("script %s: no such file", path)
+	case errors.Is(err, fs.ErrPermission):
+		return "", nil, fmt.Errorf("script %s: permission denied; make it readable", path)
+	}
+	return "", nil, fmt.Errorf("script %s: %w", path, err)
+}
+
+// compileError formats a syntax or resolve error as file:line:col: message,
+// one line, noting how many more errors the file has.
+func compileError(err error) error {
+	var list resolve.ErrorList
+	if errors.As(err, &list) && len(list) > 1 {
+		return fmt.Errorf("%s (and %d more %s)", list[0].Error(), len(list)-1, plural(len(list)-1, "error"))
+	}
+	return err
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+// runError formats an error raised while running a script's top level.
+func runError(err error) error {
+	var ev *starlark.EvalError
+	if errors.As(err, &ev) {
+		return &CallError{ev: ev}
+	}
+	return err
+}
+
+// defines lists a script's functions, for a "no function" error.
+func defines(globals starlark.StringDict) string {
+	var fns []string
+	for name, v := range globals {
+		if _, ok := v.(*starlark.Function); ok {
+			fns = append(fns, name)
+		}
+	}
+	if len(fns) == 0 {
+		return "the script defines no function"
+	}
+	slices.Sort(fns)
+	return "the script defines " + strings.Join(fns, ", ")
+}
+
+func isIdent(s string) bool {
+	for i, r := range s {
+		if !(r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || i > 0 && '0' <= r && r <= '9') {
+			return false
+		}
+	}
+	return s != ""
+}
