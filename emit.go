@@ -117,12 +117,20 @@ func fieldValue(v any) (string, error) {
 // Anything else than one JSON object with at least one field is an error that
 // says what is wrong, and returns no fields.
 func ParseJSON(data []byte) ([]Field, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, errors.New("expected a JSON object, got nothing")
+	}
+	if !json.Valid(data) {
+		// Unmarshal reports where the text goes wrong counting from its
+		// start, which the token walk below does not.
+		var v any
+		if err := json.Unmarshal(data, &v); err != nil {
+			return nil, jsonError(data, err)
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	tok, err := dec.Token()
-	if err == io.EOF {
-		return nil, errors.New("expected a JSON object, got nothing")
-	}
 	if err != nil {
 		return nil, jsonError(data, err)
 	}
@@ -153,9 +161,6 @@ func ParseJSON(data []byte) ([]Field, error) {
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
 		return nil, jsonError(data, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("unexpected text after the JSON object; give one object")
 	}
 	if len(fields) == 0 {
 		return nil, errors.New("the JSON object is empty; an entry needs at least one field")
@@ -203,8 +208,11 @@ func describe(tok json.Token) string {
 // problem is, without repeating the whole input.
 func jsonError(data []byte, err error) error {
 	var syn *json.SyntaxError
+	if errors.As(err, &syn) && syn.Error() == "unexpected end of JSON input" {
+		return fmt.Errorf("invalid JSON: it ends early after %d bytes", len(data))
+	}
 	if errors.As(err, &syn) {
-		return fmt.Errorf("invalid JSON at offset %d: %s", syn.Offset, strings.TrimPrefix(syn.Error(), "json: "))
+		return fmt.Errorf("invalid JSON at byte %d: %s", syn.Offset, strings.TrimPrefix(syn.Error(), "json: "))
 	}
 	if err == io.ErrUnexpectedEOF || err == io.EOF {
 		return fmt.Errorf("invalid JSON: it ends early after %d bytes", len(data))

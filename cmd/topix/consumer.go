@@ -104,7 +104,7 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return usageError(err)
 	}
-	log.Info("script loaded", "script", script.Path, "func", script.Func)
+	log.Debug("script loaded", "script", script.Path, "func", script.Func)
 	if err := c.Run(ctx); err != nil {
 		if errors.Is(err, engine.ErrWrongType) {
 			return usageError(err)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
@@ -174,7 +175,7 @@ func sendBatch(ctx context.Context, rdb redis.UniversalClient, batch []*redis.XA
 }
 
 func emitError(err error) error {
-	if msg := err.Error(); len(msg) >= 9 && msg[:9] == "WRONGTYPE" {
+	if strings.Contains(err.Error(), "WRONGTYPE") {
 		return usagef("the stream's key holds another type of value; pick another stream name, or delete the key")
 	}
 	return err

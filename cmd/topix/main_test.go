@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -34,6 +35,7 @@ func TestMain(m *testing.M) {
 //
 //	redis ARGS...            run a Redis command, print the reply (one line per element)
 //	await PATTERN ARGS...    re-run a Redis command until its reply matches PATTERN (15s)
+//	exits CODE PROG ARGS...  run a program that must exit with CODE
 func TestScripts(t *testing.T) {
 	scripts, err := filepath.Abs("../../scripts")
 	if err != nil {
@@ -61,6 +63,7 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"redis": cmdRedis,
 			"await": cmdAwait,
+			"exits": cmdExits,
 		},
 	})
 }
@@ -183,4 +186,22 @@ func sortedKeys(m map[any]any) []any {
 	}
 	slices.SortFunc(keys, func(a, b any) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
 	return keys
+}
+
+func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exits CODE PROGRAM [ARGS...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	err = ts.Exec(args[1], args[2:]...)
+	got := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		got = ee.ExitCode()
+	} else if err != nil {
+		ts.Fatalf("%s: %v", args[1], err)
+	}
+	if got != want {
+		ts.Fatalf("%s exited with %d, want %d", strings.Join(args[1:], " "), got, want)
+	}
 }
