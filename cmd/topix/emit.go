@@ -189,4 +189,3 @@ func isBlank(b []byte) bool {
 	}
 	return true
 }
-
