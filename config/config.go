@@ -105,8 +105,10 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Config, error) {
 		EnvironFunc: func() []string { return environ },
 		TransformFunc: func(name, value string) (string, any) {
 			key := strings.ToLower(strings.TrimPrefix(name, EnvPrefix))
-			if !slices.Contains(known, key) {
-				return "", nil // TOPIX_* variables of the user's own are not ours
+			if !slices.Contains(known, key) || value == "" {
+				// TOPIX_* variables of the user's own are not ours, and an
+				// empty variable counts as unset, as in most tools.
+				return "", nil
 			}
 			return key, value
 		},

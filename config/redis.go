@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -23,6 +24,20 @@ import (
 // The query options are those of go-redis (dial_timeout, read_timeout,
 // protocol, ...). Errors never contain the password.
 func RedisOptions(rawURL string) (*redis.UniversalOptions, error) {
+	o, err := parseRedisURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if o.DialerRetries == 0 {
+		// topix retries failed reads and acks itself, with backoff and one
+		// log line per outage; go-redis's five quick redials per command
+		// only make a refused connection take seconds to report.
+		o.DialerRetries = 1
+	}
+	return o, nil
+}
+
+func parseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 	if strings.TrimSpace(rawURL) == "" {
 		return nil, errNoURL
 	}
@@ -33,6 +48,11 @@ func RedisOptions(rawURL string) (*redis.UniversalOptions, error) {
 	base, mode, _ := strings.Cut(u.Scheme, "+")
 	if base != "redis" && base != "rediss" && !(base == "unix" && mode == "") {
 		return nil, fmt.Errorf("invalid Redis URL %s: unknown scheme %q; use redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://", Redact(rawURL), u.Scheme)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("invalid Redis URL %s: port %s is not a number from 1 to 65535", Redact(rawURL), p)
+		}
 	}
 	plain := *u
 	plain.Scheme = base
