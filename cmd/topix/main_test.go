@@ -20,7 +20,14 @@ import (
 	"github.com/topix-dev/topix/internal/redistest"
 )
 
+// asTopix, set in a test binary's environment, makes it run as topix: the
+// end-to-end tests start the real CLI this way, as testscript does.
+const asTopix = "TOPIX_TEST_RUN_AS_TOPIX"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(asTopix) == "1" {
+		os.Exit(run(context.Background(), os.Args[1:], os.Environ(), os.Stdin, os.Stdout, os.Stderr))
+	}
 	testscript.Main(m, map[string]func(){
 		"topix": func() {
 			os.Exit(run(context.Background(), os.Args[1:], os.Environ(), os.Stdin, os.Stdout, os.Stderr))

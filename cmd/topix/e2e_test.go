@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/topix-dev/topix/internal/redistest"
+)
+
+// topixCmd returns the topix CLI (this test binary, running as topix) with
+// the given Redis.
+func topixCmd(t *testing.T, srv *redistest.Server, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), asTopix+"=1", "TOPIX_REDIS_URL="+srv.URL(), "NO_COLOR=1")
+	return cmd
+}
+
+func writeScript(t *testing.T, src string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "app.star")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func onlyGroup(t *testing.T, rdb *redis.Client, stream string) redis.XInfoGroup {
+	t.Helper()
+	groups, err := rdb.XInfoGroups(context.Background(), stream).Result()
+	if err != nil || len(groups) != 1 {
+		t.Fatalf("XINFO GROUPS %s = %v, %v; want one group", stream, groups, err)
+	}
+	return groups[0]
+}
+
+// waitExit waits for cmd to exit and returns its exit code.
+func waitExit(t *testing.T, cmd *exec.Cmd, timeout time.Duration) int {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		t.Fatalf("%s did not exit within %s", cmd.Args, timeout)
+		return -1
+	}
+}
+
+// TestDrainTenThousandThenSIGTERM is the foundation's acceptance run: 10,000
+// entries through emit -, a no-op consumer with 4 workers, SIGTERM once
+// drained: every entry read and acked, no consumer left.
+func TestDrainTenThousandThenSIGTERM(t *testing.T) {
+	srv := redistest.Must(t)
+	rdb := srv.Client()
+	defer rdb.Close()
+	const n = 10000
+
+	var lines bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&lines, `{"i": %d, "sku": "A-%d", "note": "entry number %d"}`+"\n", i, i%17, i)
+	}
+	emit := topixCmd(t, srv, "emit", "s", "-")
+	emit.Stdin = &lines
+	out, err := emit.Output()
+	if err != nil {
+		t.Fatalf("emit -: %v", err)
+	}
+	if ids := strings.Fields(string(out)); len(ids) != n {
+		t.Fatalf("emit - printed %d ids, want %d", len(ids), n)
+	}
+
+	script := writeScript(t, "def consumer(data):\n    pass\n")
+	var stderr bytes.Buffer
+	consumer := topixCmd(t, srv, "consumer", "s", "g", script, "--concurrency", "4")
+	consumer.Stderr = &stderr
+	if err := consumer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = consumer.Process.Kill() })
+	redistest.WaitFor(t, 60*time.Second, "all entries read and acked", func() bool {
+		g, err := rdb.XInfoGroups(context.Background(), "s").Result()
+		return err == nil && len(g) == 1 && g[0].EntriesRead == n && g[0].Pending == 0
+	})
+	if err := consumer.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, consumer, 15*time.Second); code != 0 {
+		t.Fatalf("consumer exited with %d after SIGTERM, want 0; stderr:\n%s", code, stderr.String())
+	}
+	g := onlyGroup(t, rdb, "s")
+	if g.EntriesRead != n || g.Pending != 0 {
+		t.Errorf("group: entries-read %d, pending %d; want %d and 0", g.EntriesRead, g.Pending, n)
+	}
+	consumers, err := rdb.XInfoConsumers(context.Background(), "s", "g").Result()
+	if err != nil || len(consumers) != 0 {
+		t.Errorf("consumers left: %v (%v)", consumers, err)
+	}
+	if !strings.Contains(stderr.String(), fmt.Sprintf("processed=%d failed=0 acked=%d pending=0", n, n)) {
+		t.Errorf("no final summary in stderr:\n%s", stderr.String())
+	}
+}
+
+// TestSecondSignalExitsAtOnce: a call that would run for minutes does not
+// hold up a second signal; its entry stays pending.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	srv := redistest.Must(t)
+	rdb := srv.Client()
+	defer rdb.Close()
+	if err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: "s", Values: []string{"k", "v"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	script := writeScript(t, `
+def consumer(data):
+    print("started")
+    n = 0
+    for i in range(1000000000):
+        n += i
+`)
+	var stderr syncBuffer
+	consumer := topixCmd(t, srv, "consumer", "s", "g", script, "--concurrency", "1")
+	consumer.Stderr = &stderr
+	if err := consumer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = consumer.Process.Kill() })
+	redistest.WaitFor(t, 10*time.Second, "the call to start", func() bool { return strings.Contains(stderr.String(), "started") })
+	consumer.Process.Signal(syscall.SIGTERM)
+	redistest.WaitFor(t, 10*time.Second, "the first signal to be seen", func() bool { return strings.Contains(stderr.String(), "stopping") })
+	start := time.Now()
+	consumer.Process.Signal(syscall.SIGTERM)
+	if code := waitExit(t, consumer, 10*time.Second); code != exitSignaled {
+		t.Fatalf("exit code %d after a second signal, want %d; stderr:\n%s", code, exitSignaled, stderr.String())
+	}
+	t.Logf("exited %s after the second signal", time.Since(start).Round(time.Millisecond))
+	if g := onlyGroup(t, rdb, "s"); g.Pending != 1 {
+		t.Errorf("pending = %d, want the entry in flight left pending", g.Pending)
+	}
+}

@@ -1,0 +1,90 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/topix-dev/topix/config"
+)
+
+func TestRedisOptions(t *testing.T) {
+	for _, tc := range []struct {
+		url     string
+		addrs   string
+		cluster bool
+		master  string
+		db      int
+		tls     bool
+		pass    string
+	}{
+		{url: "redis://localhost:6379/0", addrs: "localhost:6379"},
+		{url: "redis://:pw@10.0.0.1:6380/3", addrs: "10.0.0.1:6380", db: 3, pass: "pw"},
+		{url: "rediss://u:pw@cache:6379", addrs: "cache:6379", tls: true, pass: "pw"},
+		{url: "unix:///run/redis.sock?db=2", addrs: "/run/redis.sock", db: 2},
+		{url: "redis+cluster://n1:7000?addr=n2:7001&addr=n3:7002", addrs: "n1:7000 n2:7001 n3:7002", cluster: true},
+		{url: "redis+sentinel://s1:26379?master_name=main&addr=s2:26379", addrs: "s1:26379 s2:26379", master: "main"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			o, err := config.RedisOptions(tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(o.Addrs, " "); got != tc.addrs {
+				t.Errorf("addrs = %q, want %q", got, tc.addrs)
+			}
+			if o.IsClusterMode != tc.cluster || o.MasterName != tc.master || o.DB != tc.db || (o.TLSConfig != nil) != tc.tls || o.Password != tc.pass {
+				t.Errorf("options = cluster %v master %q db %d tls %v password %q", o.IsClusterMode, o.MasterName, o.DB, o.TLSConfig != nil, o.Password)
+			}
+			if tc.addrs[0] == '/' && o.Dialer == nil {
+				t.Error("a unix URL has no unix dialer")
+			}
+		})
+	}
+}
+
+func TestRedisOptionsErrorsHideThePassword(t *testing.T) {
+	for _, tc := range []struct{ url, err string }{
+		{"", "the Redis URL is empty"},
+		{"http://:s3cret@host/", `unknown scheme "http"`},
+		{"redis://:s3cret@host:70000/0", "port 70000 is not a number from 1 to 65535"},
+		{"redis://:s3cret@host/x", "invalid Redis URL redis://:xxxxx@host/x"},
+		{"redis+sentinel://:s3cret@host:26379", "needs ?master_name=NAME"},
+		{"redis://:s3cret@ho st/", "invalid Redis URL"},
+		{"redis+mesh://host", `unknown mode "mesh"`},
+	} {
+		_, err := config.RedisOptions(tc.url)
+		if err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("RedisOptions(%q) = %v, want %q", tc.url, err, tc.err)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("RedisOptions(%q) error shows the password: %v", tc.url, err)
+		}
+	}
+}
+
+func TestLoadPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "topix.yaml")
+	os.WriteFile(file, []byte("concurrency: 3\nbatch: 30\nblock: 5s\nstart: $\n"), 0o644)
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	fs.Int("batch", 0, "")
+	fs.Int("concurrency", 0, "")
+	fs.String("unrelated", "", "")
+	if err := fs.Parse([]string{"--batch", "99", "--unrelated", "x"}); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"TOPIX_CONCURRENCY=4", "TOPIX_BLOCK=", "TOPIX_SHUTDOWN_TIMEOUT=2m", "OTHER=1"}
+	c, err := config.Load(file, env, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Batch != 99 || c.Concurrency != 4 || c.Block != 5*time.Second || c.Start != "$" || c.ShutdownTimeout != 2*time.Minute || c.RedisURL != config.DefaultRedisURL {
+		t.Errorf("config = %+v", c)
+	}
+}

@@ -1,0 +1,172 @@
+package starlib_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/topix-dev/topix"
+	"github.com/topix-dev/topix/engine"
+	"github.com/topix-dev/topix/starlib"
+)
+
+// compile writes src to a temporary app.star and compiles target's
+// function from it; the log goes to the returned buffer.
+func compile(t *testing.T, src, fn string) (*starlib.Script, *starlib.Env, *bytes.Buffer, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "app.star")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	env := &starlib.Env{Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	s, err := starlib.Compile(path, fn, env)
+	return s, env, &logs, err
+}
+
+func handle(t *testing.T, s *starlib.Script, env *starlib.Env, msg *engine.Message) engine.Result {
+	t.Helper()
+	h, err := starlib.NewRuntime(s, env).NewHandler(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.Handle(context.Background(), msg)
+}
+
+func TestParseTarget(t *testing.T) {
+	for _, tc := range []struct{ in, path, fn, err string }{
+		{"app.star", "app.star", "consumer", ""},
+		{"app.star:bill", "app.star", "bill", ""},
+		{"dir/app.star:_x1", "dir/app.star", "_x1", ""},
+		{"app.star:", "", "", "nothing after the colon"},
+		{"app.star:1x", "", "", `"1x" is not a function name`},
+		{":consumer", "", "", "the file name is empty"},
+	} {
+		path, fn, err := starlib.ParseTarget(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParseTarget(%q) err = %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || path != tc.path || fn != tc.fn {
+			t.Errorf("ParseTarget(%q) = %q, %q, %v; want %q, %q", tc.in, path, fn, err, tc.path, tc.fn)
+		}
+	}
+}
+
+func TestDataIsAnOrderedByteExactDictOfStr(t *testing.T) {
+	s, env, _, err := compile(t, `
+def consumer(data):
+    if type(data) != "dict":
+        fail("data is a " + type(data))
+    if list(data.keys()) != ["z", "a", "bin"]:
+        fail("keys out of order: %r" % list(data.keys()))
+    if list(data["bin"].elem_ords()) != [0, 255]:
+        fail("binary value changed: %r" % data["bin"])
+    if type(data["a"]) != "string":
+        fail("value is a " + type(data["a"]))
+    data["new"] = "x"  # each call gets its own dict
+`, "consumer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Arity() != 1 {
+		t.Errorf("arity = %d, want 1", s.Arity())
+	}
+	msg := &engine.Message{ID: "1-0", Fields: []topix.Field{{Name: "z", Value: "1"}, {Name: "a", Value: "2"}, {Name: "bin", Value: "\x00\xff"}}}
+	if res := handle(t, s, env, msg); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+}
+
+func TestMsgCarriesMetadata(t *testing.T) {
+	s, env, logs, err := compile(t, `
+def consumer(data, msg):
+    print(msg.id, msg.stream, msg.group, msg.consumer, msg.attempt)
+`, "consumer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Arity() != 2 {
+		t.Errorf("arity = %d, want 2", s.Arity())
+	}
+	msg := &engine.Message{ID: "5-1", Stream: "orders", Group: "billing", Consumer: "c1", Attempt: 3, Fields: []topix.Field{{Name: "k", Value: "v"}}}
+	if res := handle(t, s, env, msg); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if !strings.Contains(logs.String(), `msg="5-1 orders billing c1 3" script=`) || !strings.Contains(logs.String(), "app.star:3:10") {
+		t.Errorf("print record = %q; want the metadata and the script position", logs.String())
+	}
+}
+
+func TestFailureIsAPositionedCallError(t *testing.T) {
+	s, env, _, err := compile(t, `
+def consumer(data):
+    check(data)
+
+def check(data):
+    fail("bad entry", data["k"])
+`, "consumer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := handle(t, s, env, &engine.Message{Fields: []topix.Field{{Name: "k", Value: "v"}}})
+	var ce *starlib.CallError
+	if !errors.As(res.Err, &ce) {
+		t.Fatalf("err = %#v, want a *CallError", res.Err)
+	}
+	if !strings.HasSuffix(ce.Error(), "app.star:6:9: bad entry v") {
+		t.Errorf("Error() = %q", ce.Error())
+	}
+	bt := ce.Backtrace()
+	for _, want := range []string{"Traceback (most recent call last):", "app.star:3:10: in consumer", "app.star:6:9: in check", "Error in fail: bad entry v"} {
+		if !strings.Contains(bt, want) {
+			t.Errorf("backtrace lacks %q:\n%s", want, bt)
+		}
+	}
+}
+
+func TestGlobalsAreFrozen(t *testing.T) {
+	s, env, _, err := compile(t, `
+seen = []
+
+def consumer(data):
+    seen.append(data)
+`, "consumer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := handle(t, s, env, &engine.Message{Fields: []topix.Field{{Name: "k", Value: "v"}}})
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "app.star:5:16: append: cannot append to frozen list") {
+		t.Errorf("err = %v, want a frozen-list error with its position", res.Err)
+	}
+}
+
+func TestCancelledCallFailsAndTheThreadGoesOn(t *testing.T) {
+	s, env, _, err := compile(t, `
+def consumer(data):
+    n = 0
+    if data["k"] == "loop":
+        for i in range(100000000):
+            n += i
+`, "consumer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := starlib.NewRuntime(s, env).NewHandler(0)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res := h.Handle(ctx, &engine.Message{Fields: []topix.Field{{Name: "k", Value: "loop"}}})
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "cancelled") {
+		t.Fatalf("err = %v, want the call cancelled", res.Err)
+	}
+	if res := h.Handle(context.Background(), &engine.Message{Fields: []topix.Field{{Name: "k", Value: "v"}}}); res.Err != nil {
+		t.Errorf("the next call on the same thread failed: %v", res.Err)
+	}
+}
