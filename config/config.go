@@ -50,6 +50,12 @@ type Config struct {
 	Name            string        `koanf:"name"`             // consumer name; empty means <hostname>-<pid>
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"` // how long a stop may take to finish calls
 
+	// Scripts (consumer, run, check).
+	Bytes       bool          `koanf:"bytes"`        // data as a dict of bytes, not str
+	MaxSteps    int64         `koanf:"max_steps"`    // Starlark steps one call may take
+	CallTimeout time.Duration `koanf:"call_timeout"` // wall-clock time one call may take
+	Reload      bool          `koanf:"reload"`       // reload the script when its files change (flag: --no-reload)
+
 	// Emit.
 	MaxLen int64 `koanf:"maxlen"` // trim the stream to about this many entries; 0 does not trim
 }
@@ -65,6 +71,9 @@ func Defaults() Config {
 		Block:           time.Second,
 		Start:           "0",
 		ShutdownTimeout: 30 * time.Second,
+		MaxSteps:        100_000_000,
+		CallTimeout:     30 * time.Second,
+		Reload:          true,
 	}
 }
 
@@ -80,6 +89,9 @@ func Keys() []string {
 
 // FlagName returns the command-line flag that sets key.
 func FlagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+
+// negatedFlags are flags that set a key to false: --no-reload sets reload.
+var negatedFlags = map[string]string{"no-reload": "reload"}
 
 // EnvName returns the environment variable that sets key.
 func EnvName(key string) string { return EnvPrefix + strings.ToUpper(key) }
@@ -118,8 +130,15 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Config, error) {
 	}
 	if fs != nil {
 		flags := posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+			if !f.Changed {
+				return "", nil
+			}
+			if key, ok := negatedFlags[f.Name]; ok {
+				on, _ := posflag.FlagVal(fs, f).(bool)
+				return key, !on
+			}
 			key := strings.ReplaceAll(f.Name, "-", "_")
-			if !f.Changed || !slices.Contains(known, key) {
+			if !slices.Contains(known, key) {
 				return "", nil
 			}
 			return key, posflag.FlagVal(fs, f)
@@ -200,6 +219,12 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("shutdown_timeout %s: use a positive duration like 30s", c.ShutdownTimeout)
+	}
+	if c.MaxSteps < 1 {
+		return fmt.Errorf("max_steps %d: use 1 or more (the default is %d)", c.MaxSteps, Defaults().MaxSteps)
+	}
+	if c.CallTimeout <= 0 {
+		return fmt.Errorf("call_timeout %s: use a positive duration like 30s", c.CallTimeout)
 	}
 	if c.MaxLen < 0 {
 		return fmt.Errorf("maxlen %d: use 0 (no trimming) or more", c.MaxLen)

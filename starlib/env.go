@@ -1,16 +1,36 @@
 package starlib
 
 import (
+	"context"
 	"log/slog"
+	"time"
 
+	starjson "go.starlark.net/lib/json"
+	starmath "go.starlark.net/lib/math"
+	startime "go.starlark.net/lib/time"
 	"go.starlark.net/starlark"
+	"go.starlark.net/starlarkstruct"
+)
+
+// Defaults of the per-call limits.
+const (
+	DefaultMaxSteps    = 100_000_000 // about a second or two of pure Starlark work
+	DefaultCallTimeout = 30 * time.Second
 )
 
 // Env is the world a script runs in: where its print() and log records
-// go, and the names every script can use without defining them. One Env
-// serves every version of a script and every worker.
+// go, how entries are handed to it, the limits of each call, and the names
+// every script can use without defining them. One Env serves every version
+// of a script and every worker; it must not change once in use.
 type Env struct {
 	Logger *slog.Logger // default slog.Default()
+
+	// Bytes hands data to the consumer as a dict of bytes to bytes, like
+	// the original's Dict[bytes, bytes], instead of str to str.
+	Bytes bool
+
+	MaxSteps    uint64        // Starlark steps one call may take; 0 means DefaultMaxSteps
+	CallTimeout time.Duration // wall-clock time one call may take; 0 means DefaultCallTimeout
 }
 
 func (e *Env) logger() *slog.Logger {
@@ -20,20 +40,42 @@ func (e *Env) logger() *slog.Logger {
 	return e.Logger
 }
 
+func (e *Env) maxSteps() uint64 {
+	if e == nil || e.MaxSteps == 0 {
+		return DefaultMaxSteps
+	}
+	return e.MaxSteps
+}
+
+func (e *Env) callTimeout() time.Duration {
+	if e == nil || e.CallTimeout <= 0 {
+		return DefaultCallTimeout
+	}
+	return e.CallTimeout
+}
+
 // predeclared returns the names defined in every script besides
-// Starlark's universe (len, str, fail, ...).
+// Starlark's universe (len, str, fail, ...): the modules log, json, time
+// and math, the emit function and the struct constructor.
 func (e *Env) predeclared() starlark.StringDict {
-	return starlark.StringDict{}
+	return starlark.StringDict{
+		"log":    e.logModule(),
+		"emit":   emitBuiltin,
+		"json":   starjson.Module,
+		"time":   startime.Module,
+		"math":   starmath.Module,
+		"struct": starlark.NewBuiltin("struct", starlarkstruct.Make),
+	}
 }
 
 // newThread makes a thread whose print() writes a log record carrying the
-// script position of the call.
+// script position of the call (and the entry's id during a call).
 func (e *Env) newThread(name string) *starlark.Thread {
 	log := e.logger()
 	return &starlark.Thread{
 		Name: name,
 		Print: func(thread *starlark.Thread, msg string) {
-			log.Info(msg, "script", thread.CallFrame(1).Pos.String())
+			log.LogAttrs(context.Background(), slog.LevelInfo, msg, scriptAttrs(thread)...)
 		},
 	}
 }

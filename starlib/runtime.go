@@ -2,8 +2,11 @@ package starlib
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 	"sync/atomic"
 
 	"go.starlark.net/starlark"
@@ -32,41 +35,113 @@ func (r *Runtime) Script() *Script { return r.script.Load() }
 
 // NewHandler returns the handler of one worker.
 func (r *Runtime) NewHandler(worker int) (engine.Handler, error) {
-	return &handler{rt: r, thread: r.env.newThread(fmt.Sprintf("worker-%d", worker))}, nil
+	h := &handler{rt: r, thread: r.env.newThread(fmt.Sprintf("worker-%d", worker))}
+	h.timer = time.AfterFunc(time.Hour, func() {
+		h.cancel(fmt.Sprintf("the call took longer than the call timeout (%s)", r.env.callTimeout()))
+	})
+	h.timer.Stop()
+	h.thread.OnMaxSteps = func(thread *starlark.Thread) {
+		thread.Cancel(fmt.Sprintf("the call took more than the step budget (%d steps)", r.env.maxSteps()))
+	}
+	return h, nil
 }
 
+// callKey is the thread-local key of the call in progress.
+const callKey = "topix.call"
+
+// call is what a thread knows of the call in progress: the entry, and the
+// entries emit() recorded.
+type call struct {
+	msg   *engine.Message
+	emits []engine.Emit
+}
+
+// currentCall returns the call in progress on thread, or nil outside a
+// call (at a script's top level).
+func currentCall(thread *starlark.Thread) *call {
+	c, _ := thread.Local(callKey).(*call)
+	return c
+}
+
+// handler is one worker's: its Starlark thread runs one call at a time.
 type handler struct {
 	rt     *Runtime
 	thread *starlark.Thread
+	timer  *time.Timer // cancels a call that outlives the call timeout
+
+	mu      sync.Mutex // guards running against a late cancel
+	running bool
 }
 
-// Handle calls the consumer function on one entry. The call is cancelled
-// when ctx is.
+// Handle calls the consumer function on one entry, within the step budget
+// and the call timeout; the call is cancelled when ctx is.
 func (h *handler) Handle(ctx context.Context, msg *engine.Message) engine.Result {
 	s := h.rt.script.Load()
+	env := h.rt.env
 	args := make(starlark.Tuple, s.arity)
-	args[0] = EntryDict(msg)
+	args[0] = entryDict(msg, env.Bytes)
 	if s.arity == 2 {
 		args[1] = MsgStruct(msg)
 	}
-	stop := context.AfterFunc(ctx, func() { h.thread.Cancel("the call was cancelled: " + context.Cause(ctx).Error()) })
+	c := &call{msg: msg}
+	h.thread.SetLocal(callKey, c)
+	h.thread.Steps = 0
+	h.thread.SetMaxExecutionSteps(env.maxSteps())
+
+	h.mu.Lock()
+	h.running = true
+	h.thread.Uncancel() // a cancel aimed at the previous call
+	h.mu.Unlock()
+	h.timer.Reset(env.callTimeout())
+	stop := context.AfterFunc(ctx, func() { h.cancel("the call was cancelled: " + context.Cause(ctx).Error()) })
+
 	_, err := starlark.Call(h.thread, s.fn, args, nil)
-	if !stop() {
-		h.thread.Uncancel() // the thread lives on for the next entry
-	}
+
+	stop()
+	h.timer.Stop()
+	h.mu.Lock()
+	h.running = false
+	h.mu.Unlock()
+	h.thread.SetLocal(callKey, nil)
+
 	if err != nil {
-		return engine.Result{Err: runError(err)}
+		return engine.Result{Err: h.callError(err)}
 	}
-	return engine.Result{}
+	return engine.Result{Emits: c.emits}
 }
 
-// EntryDict converts an entry's fields to the dict a consumer gets: str
-// keys and values holding the exact bytes, in the entry's order. Should a
-// field name appear twice in an entry (XADD allows it), the last value wins.
-func EntryDict(msg *engine.Message) *starlark.Dict {
+// cancel stops the call in progress, if any, with reason.
+func (h *handler) cancel(reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.running {
+		h.thread.Cancel(reason)
+	}
+}
+
+// callError makes a script error of err; a cancelled call's message is
+// just the reason (a timeout, the step budget, a shutdown).
+func (h *handler) callError(err error) error {
+	var ev *starlark.EvalError
+	if errors.As(err, &ev) {
+		ev.Msg = strings.TrimPrefix(ev.Msg, "Starlark computation cancelled: ")
+	}
+	return runError(err)
+}
+
+// entryDict converts an entry's fields to the dict a consumer gets: str
+// keys and values (bytes with asBytes) holding the exact bytes, in the
+// entry's order. Should a field name appear twice in an entry (XADD allows
+// it), the last value wins.
+func entryDict(msg *engine.Message, asBytes bool) *starlark.Dict {
 	d := starlark.NewDict(len(msg.Fields))
 	for _, f := range msg.Fields {
-		_ = d.SetKey(starlark.String(f.Name), starlark.String(f.Value)) // a new dict of strings cannot fail
+		// Setting str or bytes keys in a new dict cannot fail.
+		if asBytes {
+			_ = d.SetKey(starlark.Bytes(f.Name), starlark.Bytes(f.Value))
+		} else {
+			_ = d.SetKey(starlark.String(f.Name), starlark.String(f.Value))
+		}
 	}
 	return d
 }

@@ -51,12 +51,16 @@ func ParseTarget(target string) (path, fn string, err error) {
 	return path, fn, nil
 }
 
-// Script is one compiled version of a consumer script: its globals, run
-// once and frozen, and the function that consumes entries. A Script is
-// immutable and shared by all workers.
+// Script is one compiled version of a consumer script and the modules it
+// loads: its globals, run once and frozen, and the function that consumes
+// entries. A Script is immutable and shared by all workers.
 type Script struct {
-	Path  string // the file, as it was given
-	Func  string // the consumer function's name
+	Path       string   // the file, as it was given
+	Func       string   // the consumer function's name
+	Files      []string // the script and every module it loads, as absolute paths
+	Hash       string   // SHA-256 of the files' names and contents: the version
+	Generation int      // 1 for the first version, one more for each reload
+
 	fn    *starlark.Function
 	arity int // 1: fn(data); 2: fn(data, msg)
 }
@@ -65,26 +69,28 @@ type Script struct {
 // or 2 (data, msg).
 func (s *Script) Arity() int { return s.arity }
 
-// Compile reads, compiles and runs the top level of the script at path, and
-// checks that fn is a function taking 1 or 2 positional parameters. Every
-// error is one line that names the file, and the position (file:line:col)
-// when there is one.
+// Compile reads, compiles and runs the top level of the script at path and
+// of the modules it loads, and checks that fn is a function taking 1 or 2
+// positional parameters. Every error is one line that names the file, and
+// the position (file:line:col) when there is one; a *CompileError holds
+// all the errors of a file that does not compile.
 func Compile(path, fn string, env *Env) (*Script, error) {
 	path, src, err := readScript(path)
 	if err != nil {
 		return nil, err
 	}
-	predeclared := env.predeclared()
-	_, prog, err := starlark.SourceProgramOptions(fileOptions, path, src, predeclared.Has)
+	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, compileError(err)
+		return nil, err
 	}
-	thread := env.newThread("load " + path)
-	globals, err := prog.Init(thread, predeclared)
+	l, err := newLoader(path, abs, env)
 	if err != nil {
-		return nil, runError(err)
+		return nil, err
 	}
-	globals.Freeze()
+	globals, err := l.exec(path, abs, src)
+	if err != nil {
+		return nil, err
+	}
 
 	v, ok := globals[fn]
 	if !ok {
@@ -98,7 +104,7 @@ func Compile(path, fn string, env *Env) (*Script, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s", f.Position(), err)
 	}
-	return &Script{Path: path, Func: fn, fn: f, arity: arity}, nil
+	return &Script{Path: path, Func: fn, Files: l.files, Hash: l.hash(), Generation: 1, fn: f, arity: arity}, nil
 }
 
 // checkParams accepts fn(data) and fn(data, msg), with defaults or not.
@@ -153,14 +159,30 @@ func readScript(path string) (string, []byte, error) {
 	return "", nil, fmt.Errorf("script %s: %w", path, err)
 }
 
-// compileError formats a syntax or resolve error as file:line:col: message,
-// one line, noting how many more errors the file has.
+// CompileError is a file that does not compile: every syntax or resolve
+// error in it, each as file:line:col: message.
+type CompileError struct {
+	Errors []string
+}
+
+// Error returns the first error, noting how many more there are.
+func (e *CompileError) Error() string {
+	if n := len(e.Errors) - 1; n > 0 {
+		return fmt.Sprintf("%s (and %d more %s)", e.Errors[0], n, plural(n, "error"))
+	}
+	return e.Errors[0]
+}
+
 func compileError(err error) error {
 	var list resolve.ErrorList
-	if errors.As(err, &list) && len(list) > 1 {
-		return fmt.Errorf("%s (and %d more %s)", list[0].Error(), len(list)-1, plural(len(list)-1, "error"))
+	if errors.As(err, &list) {
+		ce := &CompileError{}
+		for _, e := range list {
+			ce.Errors = append(ce.Errors, e.Error())
+		}
+		return ce
 	}
-	return err
+	return &CompileError{Errors: []string{err.Error()}}
 }
 
 func plural(n int, word string) string {

@@ -29,8 +29,14 @@ msg.attempt):
   def consumer(data):
       print(data["sku"])
 
-An entry is acked only when the call returns; a call that fails (fail(...) or
-any error) is logged with its backtrace and the entry stays pending.
+An entry is acked only when the call returns; a call that fails (fail(...),
+any error, or the --max-steps or --call-timeout limit) is logged with its
+backtrace and the entry stays pending. Scripts can use log, emit, json, time
+and math; see docs/scripting.md.
+
+The script is reloaded when it or a module it loads changes on disk (unless
+--no-reload): workers take the new version at their next entry; an edit that
+does not compile is logged and the running version stays.
 
 The group is created when missing (with the stream), starting at --start: 0,
 the default, means entries added before the first start are processed too.
@@ -56,6 +62,8 @@ group if it owns no pending entries. A second signal exits at once.`,
 	f.String(config.FlagName("start"), d.Start, "where a new group starts: 0 (every entry), $ (new entries only) or an entry id [$TOPIX_START]")
 	f.String(config.FlagName("name"), d.Name, "consumer name in the group (default: <hostname>-<pid>); keep it stable to resume your own pending entries [$TOPIX_NAME]")
 	f.Duration(config.FlagName("shutdown_timeout"), d.ShutdownTimeout, "how long a stop may take to finish the entries already read [$TOPIX_SHUTDOWN_TIMEOUT]")
+	f.Bool("no-reload", !d.Reload, "do not reload the script when its files change [$TOPIX_RELOAD=false]")
+	addScriptFlags(cmd)
 	return cmd
 }
 
@@ -71,15 +79,10 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	path, fn, err := starlib.ParseTarget(target)
-	if err != nil {
-		return usageError(err)
-	}
 	// The script is checked before Redis is touched: a typo costs nothing.
-	env := &starlib.Env{Logger: log}
-	script, err := starlib.Compile(path, fn, env)
+	script, env, err := loadScript(target, cfg, log)
 	if err != nil {
-		return usageError(err)
+		return err
 	}
 
 	ctx, stop := a.signalContext(log)
@@ -90,7 +93,8 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 	}
 	defer rdb.Close()
 
-	c, err := engine.New(rdb, starlib.NewRuntime(script, env), engine.Options{
+	rt := starlib.NewRuntime(script, env)
+	c, err := engine.New(rdb, rt, engine.Options{
 		Stream:          stream,
 		Group:           group,
 		Consumer:        cfg.ConsumerName(),
@@ -105,6 +109,13 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 		return usageError(err)
 	}
 	log.Debug("script loaded", "script", script.Path, "func", script.Func)
+	if cfg.Reload {
+		go func() {
+			if err := rt.Watch(ctx); err != nil {
+				log.Warn("hot reload is off", "err", err)
+			}
+		}()
+	}
 	if err := c.Run(ctx); err != nil {
 		if errors.Is(err, engine.ErrWrongType) {
 			return usageError(err)

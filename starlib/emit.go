@@ -1,0 +1,105 @@
+package starlib
+
+import (
+	"errors"
+	"fmt"
+
+	starjson "go.starlark.net/lib/json"
+	"go.starlark.net/starlark"
+
+	"github.com/topix-dev/topix"
+	"github.com/topix-dev/topix/engine"
+)
+
+// emit adds an entry to a stream once the current call has succeeded:
+//
+//	emit(stream, fields, maxlen=None)
+//
+// stream is a non-empty str. fields is a non-empty dict whose keys are str
+// (or bytes); a str or bytes value is stored as it is, any other value as
+// its compact JSON text, as `topix emit` stores JSON values: 2 -> "2",
+// True -> "true", None -> "null", [1, 2] -> "[1,2]". maxlen, when given,
+// trims the stream to about that many entries.
+//
+// emit is an outbox: it checks and converts its arguments at once (a bad
+// argument fails the call, at the emit's position), and records the entry.
+// The engine adds the recorded entries, in order, after the call returned
+// and before it acks the entry the call was for; a call that fails emits
+// nothing. emit returns None: the new entry's id does not exist yet.
+//
+// emit is only valid during a call, not at a script's top level.
+var emitBuiltin = starlark.NewBuiltin("emit", emit)
+
+func emit(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var (
+		stream string
+		fields *starlark.Dict
+		maxlen starlark.Value = starlark.None
+	)
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "stream", &stream, "fields", &fields, "maxlen?", &maxlen); err != nil {
+		return nil, err
+	}
+	c := currentCall(thread)
+	if c == nil {
+		return nil, errors.New("emit: only valid while consuming an entry, not at the top level of a script")
+	}
+	e, err := makeEmit(thread, stream, fields, maxlen)
+	if err != nil {
+		return nil, fmt.Errorf("emit: %w", err)
+	}
+	c.emits = append(c.emits, e)
+	return starlark.None, nil
+}
+
+func makeEmit(thread *starlark.Thread, stream string, fields *starlark.Dict, maxlen starlark.Value) (engine.Emit, error) {
+	e := engine.Emit{Stream: stream}
+	if stream == "" {
+		return e, errors.New("the stream name is empty")
+	}
+	if fields.Len() == 0 {
+		return e, errors.New("fields is empty; an entry needs at least one field")
+	}
+	if maxlen != starlark.None {
+		n, err := starlark.AsInt32(maxlen)
+		if err != nil || n < 1 {
+			return e, fmt.Errorf("maxlen must be a positive int, not %s", maxlen)
+		}
+		e.MaxLen = int64(n)
+	}
+	e.Fields = make([]topix.Field, 0, fields.Len())
+	for _, kv := range fields.Items() {
+		name, ok := asBytes(kv[0])
+		if !ok {
+			return e, fmt.Errorf("field names must be str, not %s (%s)", kv[0].Type(), kv[0])
+		}
+		value, err := fieldValue(thread, kv[1])
+		if err != nil {
+			return e, fmt.Errorf("field %q: %w", name, err)
+		}
+		e.Fields = append(e.Fields, topix.Field{Name: name, Value: value})
+	}
+	return e, nil
+}
+
+// fieldValue stores str and bytes as they are and every other value as its
+// JSON text.
+func fieldValue(thread *starlark.Thread, v starlark.Value) (string, error) {
+	if s, ok := asBytes(v); ok {
+		return s, nil
+	}
+	out, err := starlark.Call(thread, starjson.Module.Members["encode"], starlark.Tuple{v}, nil)
+	if err != nil {
+		return "", err
+	}
+	return string(out.(starlark.String)), nil
+}
+
+func asBytes(v starlark.Value) (string, bool) {
+	switch v := v.(type) {
+	case starlark.String:
+		return string(v), true
+	case starlark.Bytes:
+		return string(v), true
+	}
+	return "", false
+}

@@ -1,0 +1,119 @@
+package starlib
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.starlark.net/starlark"
+)
+
+// loader compiles a script and the modules it loads with load(), each
+// once, and remembers their files for hashing and watching. Modules are
+// found relative to the file that loads them and must lie in the script's
+// own directory tree: a script cannot reach other files through load.
+type loader struct {
+	env     *Env
+	root    string // the script's directory, symlinks resolved
+	files   []string
+	sources [][]byte
+	modules map[string]*module // by absolute path
+}
+
+type module struct {
+	globals starlark.StringDict
+	err     error
+	loading bool
+}
+
+func newLoader(path, abs string, env *Env) (*loader, error) {
+	root, err := filepath.EvalSymlinks(filepath.Dir(abs))
+	if err != nil {
+		return nil, fmt.Errorf("script %s: %w", path, err)
+	}
+	return &loader{env: env, root: root, modules: map[string]*module{}}, nil
+}
+
+// exec compiles and runs one file and freezes its globals. name is how
+// positions show the file: the path as the user gave it for the script,
+// and a path relative to it for loaded modules.
+func (l *loader) exec(name, abs string, src []byte) (starlark.StringDict, error) {
+	l.files = append(l.files, abs)
+	l.sources = append(l.sources, src)
+	predeclared := l.env.predeclared()
+	_, prog, err := starlark.SourceProgramOptions(fileOptions, name, src, predeclared.Has)
+	if err != nil {
+		return nil, compileError(err)
+	}
+	thread := l.env.newThread("load " + name)
+	thread.Load = l.load
+	// The top level runs under the same limits as a call.
+	thread.SetMaxExecutionSteps(l.env.maxSteps())
+	timer := time.AfterFunc(l.env.callTimeout(), func() {
+		thread.Cancel(fmt.Sprintf("the top level took longer than the call timeout (%s)", l.env.callTimeout()))
+	})
+	globals, err := prog.Init(thread, predeclared)
+	timer.Stop()
+	if err != nil {
+		return nil, runError(err)
+	}
+	globals.Freeze()
+	return globals, nil
+}
+
+// load implements load("module.star", ...) for thread.Load.
+func (l *loader) load(thread *starlark.Thread, name string) (starlark.StringDict, error) {
+	from := thread.CallFrame(0).Pos.Filename()
+	fromAbs, err := filepath.Abs(from)
+	if err != nil {
+		return nil, err
+	}
+	if filepath.IsAbs(name) {
+		return nil, fmt.Errorf("give a path relative to %s", filepath.Base(from))
+	}
+	abs := filepath.Join(filepath.Dir(fromAbs), name)
+	real, err := filepath.EvalSymlinks(abs)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("no such file %s", abs)
+	case err != nil:
+		return nil, err
+	}
+	if rel, err := filepath.Rel(l.root, real); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return nil, fmt.Errorf("it is outside the script's directory %s; modules must live under it", l.root)
+	}
+
+	if m, ok := l.modules[real]; ok {
+		if m.loading {
+			return nil, errors.New("it loads itself, through a cycle of loads")
+		}
+		return m.globals, m.err
+	}
+	m := &module{loading: true}
+	l.modules[real] = m
+	src, err := os.ReadFile(real)
+	if err != nil {
+		m.err = err
+	} else {
+		display := filepath.Join(filepath.Dir(from), name)
+		m.globals, m.err = l.exec(display, real, src)
+	}
+	m.loading = false
+	return m.globals, m.err
+}
+
+// hash is the version of the script: its files' names and contents.
+func (l *loader) hash() string {
+	h := sha256.New()
+	for i, f := range l.files {
+		fmt.Fprintf(h, "%s\x00%d\x00", f, len(l.sources[i]))
+		h.Write(l.sources[i])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
