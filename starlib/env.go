@@ -2,6 +2,7 @@ package starlib
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -69,13 +70,20 @@ func (e *Env) predeclared() starlark.StringDict {
 }
 
 // newThread makes a thread whose print() writes a log record carrying the
-// script position of the call (and the entry's id during a call).
+// script position of the call (and the entry's id during a call), and
+// which stops after the step budget.
 func (e *Env) newThread(name string) *starlark.Thread {
 	log := e.logger()
-	return &starlark.Thread{
+	maxSteps := e.maxSteps()
+	thread := &starlark.Thread{
 		Name: name,
 		Print: func(thread *starlark.Thread, msg string) {
 			log.LogAttrs(context.Background(), slog.LevelInfo, msg, scriptAttrs(thread)...)
 		},
+		OnMaxSteps: func(thread *starlark.Thread) {
+			thread.Cancel(fmt.Sprintf("the call took more than the step budget (%d steps)", maxSteps))
+		},
 	}
+	thread.SetMaxExecutionSteps(maxSteps)
+	return thread
 }

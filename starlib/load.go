@@ -54,7 +54,6 @@ func (l *loader) exec(name, abs string, src []byte) (starlark.StringDict, error)
 	thread := l.env.newThread("load " + name)
 	thread.Load = l.load
 	// The top level runs under the same limits as a call.
-	thread.SetMaxExecutionSteps(l.env.maxSteps())
 	timer := time.AfterFunc(l.env.callTimeout(), func() {
 		thread.Cancel(fmt.Sprintf("the top level took longer than the call timeout (%s)", l.env.callTimeout()))
 	})

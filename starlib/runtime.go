@@ -2,7 +2,6 @@ package starlib
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -40,9 +39,6 @@ func (r *Runtime) NewHandler(worker int) (engine.Handler, error) {
 		h.cancel(fmt.Sprintf("the call took longer than the call timeout (%s)", r.env.callTimeout()))
 	})
 	h.timer.Stop()
-	h.thread.OnMaxSteps = func(thread *starlark.Thread) {
-		thread.Cancel(fmt.Sprintf("the call took more than the step budget (%d steps)", r.env.maxSteps()))
-	}
 	return h, nil
 }
 
@@ -105,7 +101,7 @@ func (h *handler) Handle(ctx context.Context, msg *engine.Message) engine.Result
 	h.thread.SetLocal(callKey, nil)
 
 	if err != nil {
-		return engine.Result{Err: h.callError(err)}
+		return engine.Result{Err: runError(err)}
 	}
 	return engine.Result{Emits: c.emits}
 }
@@ -117,16 +113,6 @@ func (h *handler) cancel(reason string) {
 	if h.running {
 		h.thread.Cancel(reason)
 	}
-}
-
-// callError makes a script error of err; a cancelled call's message is
-// just the reason (a timeout, the step budget, a shutdown).
-func (h *handler) callError(err error) error {
-	var ev *starlark.EvalError
-	if errors.As(err, &ev) {
-		ev.Msg = strings.TrimPrefix(ev.Msg, "Starlark computation cancelled: ")
-	}
-	return runError(err)
 }
 
 // entryDict converts an entry's fields to the dict a consumer gets: str

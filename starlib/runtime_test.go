@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/topix-dev/topix"
 	"github.com/topix-dev/topix/engine"
@@ -168,5 +169,115 @@ def consumer(data):
 	}
 	if res := h.Handle(context.Background(), &engine.Message{Fields: []topix.Field{{Name: "k", Value: "v"}}}); res.Err != nil {
 		t.Errorf("the next call on the same thread failed: %v", res.Err)
+	}
+}
+
+// writeTree writes files (path -> source) under a new directory and
+// returns it.
+func writeTree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, src := range files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestLoad(t *testing.T) {
+	outside := writeTree(t, map[string]string{"secret.star": "X = 1\n"})
+	dir := writeTree(t, map[string]string{
+		"app/ok.star":      "load('lib/h.star', 'f')\ndef consumer(data):\n    f()\n",
+		"app/lib/h.star":   "def f():\n    pass\n",
+		"app/escape.star":  "load('../secret.star', 'X')\ndef consumer(data):\n    pass\n",
+		"app/missing.star": "load('nope.star', 'X')\ndef consumer(data):\n    pass\n",
+		"app/abs.star":     "load('" + filepath.Join(outside, "secret.star") + "', 'X')\ndef consumer(data):\n    pass\n",
+		"app/cycle.star":   "load('lib/c1.star', 'A')\ndef consumer(data):\n    pass\n",
+		"app/lib/c1.star":  "load('c2.star', 'B')\nA = 1\n",
+		"app/lib/c2.star":  "load('c1.star', 'A')\nB = 1\n",
+		"app/broken.star":  "load('lib/bad.star', 'X')\ndef consumer(data):\n    pass\n",
+		"app/lib/bad.star": "X = \n",
+		"secret.star":      "X = 1\n",
+	})
+	if err := os.Symlink(filepath.Join(outside, "secret.star"), filepath.Join(dir, "app", "link.star")); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "app", "vialink.star"), []byte("load('link.star', 'X')\ndef consumer(data):\n    pass\n"), 0o644)
+
+	s, err := starlib.Compile(filepath.Join(dir, "app", "ok.star"), "consumer", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Files) != 2 || !strings.HasSuffix(s.Files[1], filepath.Join("app", "lib", "h.star")) {
+		t.Errorf("files = %v, want the script and its module", s.Files)
+	}
+	for _, tc := range []struct{ script, err string }{
+		{"escape.star", "escape.star:1:1: cannot load ../secret.star: it is outside the script's directory"},
+		{"missing.star", "missing.star:1:1: cannot load nope.star: no such file"},
+		{"abs.star", "cannot load " + filepath.Join(outside, "secret.star") + ": give a path relative to abs.star"},
+		{"cycle.star", "cannot load c1.star: it loads itself, through a cycle of loads"},
+		{"broken.star", "broken.star:1:1: cannot load lib/bad.star: "},
+		{"vialink.star", "cannot load link.star: it is outside the script's directory"},
+	} {
+		_, err := starlib.Compile(filepath.Join(dir, "app", tc.script), "consumer", nil)
+		if err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: err = %v, want %q", tc.script, err, tc.err)
+		}
+	}
+}
+
+func TestVersionHashCoversLoadedModules(t *testing.T) {
+	dir := writeTree(t, map[string]string{
+		"app.star": "load('h.star', 'N')\ndef consumer(data):\n    pass\n",
+		"h.star":   "N = 1\n",
+	})
+	v1, err := starlib.Compile(filepath.Join(dir, "app.star"), "consumer", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, _ := starlib.Compile(filepath.Join(dir, "app.star"), "consumer", nil)
+	os.WriteFile(filepath.Join(dir, "h.star"), []byte("N = 2\n"), 0o644)
+	v2, _ := starlib.Compile(filepath.Join(dir, "app.star"), "consumer", nil)
+	if v1.Hash != same.Hash || v1.Hash == v2.Hash {
+		t.Errorf("hashes: %s, %s (same files), %s (module changed)", v1.Hash[:8], same.Hash[:8], v2.Hash[:8])
+	}
+}
+
+func TestStepBudget(t *testing.T) {
+	s, env, _, err := compile(t, "def consumer(data):\n    while True:\n        pass\n", "consumer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.MaxSteps = 10000
+	res := handle(t, s, env, &engine.Message{})
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "the call took more than the step budget (10000 steps)") {
+		t.Fatalf("err = %v, want the step budget", res.Err)
+	}
+}
+
+func TestCallTimeout(t *testing.T) {
+	s, env, _, err := compile(t, "def consumer(data):\n    while True:\n        pass\n", "consumer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.MaxSteps = 1 << 62
+	env.CallTimeout = 50 * time.Millisecond
+	h, _ := starlib.NewRuntime(s, env).NewHandler(0)
+	res := h.Handle(context.Background(), &engine.Message{})
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "the call took longer than the call timeout (50ms)") {
+		t.Fatalf("err = %v, want the call timeout", res.Err)
+	}
+}
+
+func TestTopLevelRunsUnderTheLimits(t *testing.T) {
+	path := filepath.Join(writeTree(t, map[string]string{"app.star": "while True:\n    pass\n"}), "app.star")
+	_, err := starlib.Compile(path, "consumer", &starlib.Env{MaxSteps: 1000})
+	if err == nil || !strings.Contains(err.Error(), "step budget") {
+		t.Fatalf("err = %v, want the step budget", err)
 	}
 }

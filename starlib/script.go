@@ -192,10 +192,13 @@ func plural(n int, word string) string {
 	return word + "s"
 }
 
-// runError formats an error raised while running a script's top level.
+// runError makes a *CallError of a Starlark error raised by a call or a
+// top level; a cancelled computation's message is just the reason (a
+// timeout, the step budget, a shutdown).
 func runError(err error) error {
 	var ev *starlark.EvalError
 	if errors.As(err, &ev) {
+		ev.Msg = strings.TrimPrefix(ev.Msg, "Starlark computation cancelled: ")
 		return &CallError{ev: ev}
 	}
 	return err
