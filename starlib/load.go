@@ -20,7 +20,8 @@ import (
 // own directory tree: a script cannot reach other files through load.
 type loader struct {
 	env     *Env
-	root    string // the script's directory, symlinks resolved
+	dir     string // the script's directory, absolute
+	root    string // the same, symlinks resolved
 	files   []string
 	sources [][]byte
 	modules map[string]*module // by absolute path
@@ -37,7 +38,7 @@ func newLoader(path, abs string, env *Env) (*loader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("script %s: %w", path, err)
 	}
-	return &loader{env: env, root: root, modules: map[string]*module{}}, nil
+	return &loader{env: env, dir: filepath.Dir(abs), root: root, modules: map[string]*module{}}, nil
 }
 
 // exec compiles and runs one file and freezes its globals. name is how
@@ -77,6 +78,9 @@ func (l *loader) load(thread *starlark.Thread, name string) (starlark.StringDict
 		return nil, fmt.Errorf("give a path relative to %s", filepath.Base(from))
 	}
 	abs := filepath.Join(filepath.Dir(fromAbs), name)
+	if !within(l.dir, abs) {
+		return nil, fmt.Errorf("it is outside the script's directory %s; modules must live under it", l.dir)
+	}
 	real, err := filepath.EvalSymlinks(abs)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -84,8 +88,8 @@ func (l *loader) load(thread *starlark.Thread, name string) (starlark.StringDict
 	case err != nil:
 		return nil, err
 	}
-	if rel, err := filepath.Rel(l.root, real); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		return nil, fmt.Errorf("it is outside the script's directory %s; modules must live under it", l.root)
+	if !within(l.root, real) {
+		return nil, fmt.Errorf("it links to %s, outside the script's directory %s; modules must live under it", real, l.dir)
 	}
 
 	if m, ok := l.modules[real]; ok {
@@ -105,6 +109,12 @@ func (l *loader) load(thread *starlark.Thread, name string) (starlark.StringDict
 	}
 	m.loading = false
 	return m.globals, m.err
+}
+
+// within reports whether path lies in the tree of dir.
+func within(dir, path string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // hash is the version of the script: its files' names and contents.
