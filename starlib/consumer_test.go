@@ -239,6 +239,15 @@ func TestBrokenEditKeepsThePreviousVersion(t *testing.T) {
 		t.Errorf("entry handled by version %s, generation %d; want the first version still running", got, l.rt.Script().Generation)
 	}
 
+	// A syntax error is reported with its position too.
+	writeFile(t, path, "def consumer(data):\n    emit(\"x\", {\"k\": }\n")
+	redistest.WaitFor(t, 5*time.Second, "the syntax error in the log", func() bool {
+		return strings.Contains(l.logs.String(), path+":2:21: got '}', want primary expression")
+	})
+	if g := l.rt.Script().Generation; g != 1 {
+		t.Errorf("generation %d after broken edits, want 1", g)
+	}
+
 	// Fixing the file brings the new version in.
 	writeFile(t, path, strings.ReplaceAll(strings.Replace(version, "%s", out, 1), "%s", "2"))
 	redistest.WaitFor(t, 5*time.Second, "generation 2", func() bool { return l.rt.Script().Generation == 2 })

@@ -155,3 +155,66 @@ def consumer(data):
 		t.Errorf("pending = %d, want the entry in flight left pending", g.Pending)
 	}
 }
+
+// TestEditingTheScriptOfARunningConsumer drives hot reload through the CLI:
+// an edit is picked up, a broken one is reported and ignored.
+func TestEditingTheScriptOfARunningConsumer(t *testing.T) {
+	srv := redistest.Must(t)
+	rdb := srv.Client()
+	defer rdb.Close()
+	ctx := context.Background()
+	script := writeScript(t, "def consumer(data):\n    emit('out', {'n': data['n'], 'v': '1'})\n")
+
+	var stderr syncBuffer
+	consumer := topixCmd(t, srv, "consumer", "s", "g", script, "--concurrency", "2")
+	consumer.Stderr = &stderr
+	if err := consumer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = consumer.Process.Kill() })
+	emitAndWait := func(n string) string {
+		t.Helper()
+		rdb.XAdd(ctx, &redis.XAddArgs{Stream: "s", Values: []string{"n", n}})
+		var v string
+		redistest.WaitFor(t, 10*time.Second, "entry "+n+" emitted", func() bool {
+			entries, _ := rdb.XRange(ctx, "out", "-", "+").Result()
+			for _, e := range entries {
+				if e.Values["n"] == n {
+					v, _ = e.Values["v"].(string)
+					return true
+				}
+			}
+			return false
+		})
+		return v
+	}
+	if v := emitAndWait("1"); v != "1" {
+		t.Fatalf("entry 1 handled by version %q, want 1", v)
+	}
+
+	if err := os.WriteFile(script, []byte("def consumer(data):\n    emit('out', {'n': data['n'], 'v': '2'})\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	redistest.WaitFor(t, 10*time.Second, "the reload", func() bool { return strings.Contains(stderr.String(), "script reloaded") })
+	if v := emitAndWait("2"); v != "2" {
+		t.Errorf("entry 2 handled by version %q, want 2", v)
+	}
+
+	if err := os.WriteFile(script, []byte("def consumer(data)\n    pass\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	redistest.WaitFor(t, 10*time.Second, "the failed reload", func() bool { return strings.Contains(stderr.String(), "reload failed") })
+	if v := emitAndWait("3"); v != "2" {
+		t.Errorf("entry 3 handled by version %q, want 2, the last good one", v)
+	}
+	log := stderr.String()
+	for _, want := range []string{"script reloaded script=" + script + " generation=2", `err="` + script + `:2:1: got newline, want ':'" generation=2`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, log)
+		}
+	}
+	consumer.Process.Signal(syscall.SIGTERM)
+	if code := waitExit(t, consumer, 15*time.Second); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+}
