@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,6 +15,7 @@ import (
 type ack struct {
 	id    string
 	emits []Emit
+	dead  bool // the only emit is the entry's dead letter
 }
 
 // maxAckBatch bounds one pipeline.
@@ -46,26 +48,27 @@ func (c *Consumer) ackLoop(hard context.Context, acks <-chan ack) {
 // fails until hard is done; then it makes one last try. Entries it cannot
 // ack stay pending: they are delivered again, never lost.
 func (c *Consumer) flush(hard context.Context, batch []ack) {
-	fails := outage{log: c.log, what: "acking"}
 	for n := 0; ; n++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		left, err := c.flushOnce(ctx, batch)
 		cancel()
 		if err == nil {
-			fails.ok()
+			c.redis.ok()
 			return
 		}
 		if isNoGroup(err) {
 			// The group is gone and its pending list with it: the reader
 			// creates it again, and these entries come back from there.
 			c.log.Warn("the consumer group vanished before these entries were acked", "entries", len(left))
+			c.forget(left)
 			return
 		}
 		batch = left
-		fails.fail(err)
+		c.redis.fail("acking", err)
 		if hard.Err() != nil && n > 0 {
 			c.log.Warn("gave up acking; these entries stay pending and will be delivered again",
 				"entries", len(batch), "err", err)
+			c.forget(batch)
 			return
 		}
 		backoff(hard, n)
@@ -94,6 +97,7 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 			return batch, err
 		}
 		c.acked.Add(int64(len(plain)))
+		c.inflight.remove(plain...)
 		return nil, nil
 	}
 
@@ -107,6 +111,7 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 				// succeed, so keep the entry pending and say why.
 				c.log.Error("invalid emit; the entry stays pending", "id", a.id, "err", err)
 				adds[i] = nil
+				c.inflight.remove(a.id)
 				break
 			}
 			adds[i] = append(adds[i], pipe.XAdd(ctx, args))
@@ -118,7 +123,7 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 	}
 	cmds, _ := pipe.Exec(ctx)
 	for _, cmd := range cmds {
-		if err := cmd.Err(); err != nil && !isServerError(err) {
+		if err := cmd.Err(); err != nil && (!isServerError(err) || isTransient(err)) {
 			// The connection failed: what was applied is unknown, so all of
 			// it is sent again (a re-sent XADD makes a duplicate emit, which
 			// at-least-once allows; a re-sent XACK is harmless).
@@ -130,6 +135,7 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 			return batch, err
 		}
 		c.acked.Add(int64(len(plain)))
+		c.inflight.remove(plain...)
 	}
 
 	ready := make([]string, 0, len(withEmits))
@@ -143,6 +149,11 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 		}
 		if ok {
 			ready = append(ready, a.id)
+			if a.dead {
+				c.dead.Add(1)
+			}
+		} else if adds[i] != nil {
+			c.inflight.remove(a.id)
 		}
 	}
 	if len(ready) == 0 {
@@ -156,6 +167,7 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 		return left, err
 	}
 	c.acked.Add(int64(len(ready)))
+	c.inflight.remove(ready...)
 	return nil, nil
 }
 
@@ -164,4 +176,25 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 func isServerError(err error) bool {
 	var re redis.Error
 	return errors.As(err, &re)
+}
+
+// isTransient tells the error replies that mean "try again" (a server
+// loading its data, a cluster resharding or failing over) from the ones
+// that mean "this will never work".
+func isTransient(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"LOADING", "TRYAGAIN", "CLUSTERDOWN", "UNBLOCKED", "MASTERDOWN", "BUSY ", "READONLY", "MOVED", "ASK "} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// forget drops acks that could not be sent from the entries this consumer
+// holds: they stay pending in Redis, where the claimer finds them again.
+func (c *Consumer) forget(batch []ack) {
+	for _, a := range batch {
+		c.inflight.remove(a.id)
+	}
 }

@@ -32,8 +32,36 @@ type Options struct {
 	// Default 30s.
 	ShutdownTimeout time.Duration
 
+	// ClaimIdle is how long an entry may sit in any consumer's pending list
+	// before this consumer claims it (XAUTOCLAIM) and processes it, as when
+	// its consumer died. Entries this consumer works on are kept fresh, so
+	// nobody claims them mid-call. Default 60s.
+	ClaimIdle time.Duration
+
+	// MaxAttempts is how many deliveries a failing entry gets (counted by
+	// Redis's delivery count) before it goes to the dead-letter stream.
+	// Default 5.
+	MaxAttempts int
+
+	// RetryBackoff is the wait before the second attempt of a failed entry;
+	// it doubles with each attempt, up to MaxRetryBackoff. Default 1s.
+	RetryBackoff time.Duration
+
+	// DeadLetter is the stream that receives entries that failed their last
+	// attempt, or that a Handler rejected (ErrDeadLetter). Default
+	// "<Stream>:dead".
+	DeadLetter string
+
+	// PruneIdle, when above zero, removes other consumers of the group that
+	// have been idle at least that long and own no pending entries.
+	PruneIdle time.Duration
+
 	Logger *slog.Logger // default slog.Default()
 }
+
+// MaxRetryBackoff caps the wait between two attempts of a failed entry
+// (unless RetryBackoff itself is longer).
+const MaxRetryBackoff = time.Minute
 
 func (o *Options) setDefaults() error {
 	if o.Stream == "" {
@@ -60,6 +88,21 @@ func (o *Options) setDefaults() error {
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = 30 * time.Second
 	}
+	if o.ClaimIdle <= 0 {
+		o.ClaimIdle = time.Minute
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 5
+	}
+	if o.RetryBackoff <= 0 {
+		o.RetryBackoff = time.Second
+	}
+	if o.DeadLetter == "" {
+		o.DeadLetter = o.Stream + ":dead"
+	}
+	if o.DeadLetter == o.Stream {
+		return errors.New("the dead-letter stream is the stream itself; name another")
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -68,10 +111,12 @@ func (o *Options) setDefaults() error {
 
 // Stats counts what a Consumer did.
 type Stats struct {
-	Processed int64 // calls that succeeded
-	Failed    int64 // calls that failed; their entries were left pending
-	Acked     int64 // entries acked, including deleted ones acked away
-	Pending   int64 // entries this consumer still owned when it stopped
+	Processed    int64 // calls that succeeded
+	Failed       int64 // calls that failed
+	DeadLettered int64 // entries added to the dead-letter stream (then acked)
+	Claimed      int64 // entries claimed from other consumers' pending lists
+	Acked        int64 // entries acked, including dead-lettered and deleted ones
+	Pending      int64 // entries this consumer still owned when it stopped
 }
 
 // Consumer reads one stream through a consumer group and runs a Handler on
@@ -82,8 +127,13 @@ type Consumer struct {
 	opts Options
 	log  *slog.Logger
 
-	processed, failed, acked atomic.Int64
-	pending                  int64
+	processed, failed, dead, claimed, acked atomic.Int64
+	pending                                int64
+
+	inflight inflight     // entries this consumer holds: read, not yet acked
+	retries  retryQueue   // failed entries waiting for their next attempt
+	redis    *outage      // logs Redis failures once per outage
+	entries  chan *Message // to the workers
 }
 
 // New checks opts and returns a Consumer that is not yet running.
@@ -92,16 +142,21 @@ func New(rdb redis.UniversalClient, rt Runtime, opts Options) (*Consumer, error)
 		return nil, err
 	}
 	log := opts.Logger.With("stream", opts.Stream, "group", opts.Group, "consumer", opts.Consumer)
-	return &Consumer{rdb: rdb, rt: rt, opts: opts, log: log}, nil
+	c := &Consumer{rdb: rdb, rt: rt, opts: opts, log: log, redis: &outage{log: log}}
+	c.inflight.m = map[string]time.Time{}
+	c.retries.wake = make(chan struct{}, 1)
+	return c, nil
 }
 
 // Stats returns what the consumer did so far.
 func (c *Consumer) Stats() Stats {
 	return Stats{
-		Processed: c.processed.Load(),
-		Failed:    c.failed.Load(),
-		Acked:     c.acked.Load(),
-		Pending:   c.pending,
+		Processed:    c.processed.Load(),
+		Failed:       c.failed.Load(),
+		DeadLettered: c.dead.Load(),
+		Claimed:      c.claimed.Load(),
+		Acked:        c.acked.Load(),
+		Pending:      c.pending,
 	}
 }
 
@@ -132,7 +187,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if created {
 		c.log.Info("created consumer group", "start", c.opts.Start)
 	}
-	c.log.Info("consuming", "workers", c.opts.Concurrency, "batch", c.opts.Batch)
+	c.log.Info("consuming", "workers", c.opts.Concurrency, "batch", c.opts.Batch,
+		"claim_idle", c.opts.ClaimIdle, "max_attempts", c.opts.MaxAttempts, "dead_letter", c.opts.DeadLetter)
 
 	// hard is cancelled ShutdownTimeout after ctx: it cuts the calls in
 	// flight and the entries not yet started.
@@ -144,16 +200,22 @@ func (c *Consumer) Run(ctx context.Context) error {
 	})
 	defer stopTimer()
 
-	entries := make(chan *Message, c.opts.Batch)
+	c.entries = make(chan *Message, c.opts.Batch)
 	acks := make(chan ack, 2*c.opts.Batch)
 
-	var readers, workers sync.WaitGroup
-	readers.Go(func() {
-		defer close(entries)
-		c.read(ctx, hard, entries)
-	})
+	// Three producers feed the workers: the reader (own pending entries,
+	// then new ones), the claimer (entries idle in any pending list) and
+	// the retrier (failed entries whose backoff is over). All stop at ctx.
+	var producers, workers sync.WaitGroup
+	producers.Go(func() { c.read(ctx, hard) })
+	producers.Go(func() { c.maintain(ctx, hard) })
+	producers.Go(func() { c.retryLoop(ctx, hard) })
+	go func() {
+		producers.Wait()
+		close(c.entries)
+	}()
 	for _, h := range handlers {
-		workers.Go(func() { c.work(hard, h, entries, acks) })
+		workers.Go(func() { c.work(hard, h, acks) })
 	}
 	ackerDone := make(chan struct{})
 	go func() {
@@ -161,7 +223,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.ackLoop(hard, acks)
 	}()
 
-	readers.Wait()
 	workers.Wait()
 	close(acks)
 	<-ackerDone
@@ -170,25 +231,49 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
-// work runs one worker: one Handler, one entry at a time.
-func (c *Consumer) work(hard context.Context, h Handler, entries <-chan *Message, acks chan<- ack) {
-	for msg := range entries {
+// work runs one worker: one Handler, one entry at a time. A success goes
+// to the acker; a failure is retried later, or dead-lettered after its
+// last attempt.
+func (c *Consumer) work(hard context.Context, h Handler, acks chan<- ack) {
+	for msg := range c.entries {
 		if hard.Err() != nil {
-			continue // shutdown timed out: leave the entry pending for the next start
-		}
-		res := h.Handle(hard, msg)
-		if res.Err != nil {
-			c.failed.Add(1)
-			attrs := []any{"id", msg.ID, "attempt", msg.Attempt, "err", res.Err.Error()}
-			var bt interface{ Backtrace() string }
-			if errors.As(res.Err, &bt) {
-				attrs = append(attrs, "backtrace", bt.Backtrace())
-			}
-			c.log.Warn("entry failed; it stays pending", attrs...)
+			c.inflight.remove(msg.ID) // shutdown timed out: it stays pending for the next start
 			continue
 		}
-		c.processed.Add(1)
-		acks <- ack{id: msg.ID, emits: res.Emits}
+		var res Result
+		if msg.Attempt > int64(c.opts.MaxAttempts) {
+			// Delivered more often than allowed without an outcome: its
+			// consumers died or stopped while processing it. Calling it
+			// again might kill this one too.
+			res.Err = fmt.Errorf("delivered %d times without being acked (its consumers stopped or died while processing it)", msg.Attempt)
+		} else {
+			res = h.Handle(hard, msg)
+		}
+		if res.Err == nil {
+			c.processed.Add(1)
+			acks <- ack{id: msg.ID, emits: res.Emits}
+			continue
+		}
+		c.failed.Add(1)
+		rejected := errors.Is(res.Err, ErrDeadLetter)
+		last := msg.Attempt >= int64(c.opts.MaxAttempts)
+		attrs := []any{"id", msg.ID, "attempt", msg.Attempt, "err", res.Err.Error()}
+		var bt interface{ Backtrace() string }
+		if errors.As(res.Err, &bt) {
+			attrs = append(attrs, "backtrace", bt.Backtrace())
+		}
+		switch {
+		case hard.Err() != nil:
+			c.log.Warn("entry cut short by the shutdown; it stays pending", attrs...)
+			c.inflight.remove(msg.ID)
+		case rejected || last:
+			c.log.Warn("entry failed; sending it to the dead-letter stream", append(attrs, "dead_letter", c.opts.DeadLetter)...)
+			acks <- ack{id: msg.ID, emits: []Emit{c.deadLetter(msg, res.Err)}, dead: true}
+		default:
+			wait := c.retryDelay(msg.Attempt)
+			c.log.Warn("entry failed; it stays pending and is retried", append(attrs, "retry_in", wait)...)
+			c.retries.add(msg.ID, msg.Attempt, time.Now().Add(wait))
+		}
 	}
 }
 
@@ -208,34 +293,41 @@ func (c *Consumer) finish() {
 	default:
 		c.log.Debug("deleted the consumer from the group")
 	}
-	c.log.Info("stopped", "processed", c.processed.Load(), "failed", c.failed.Load(), "acked", c.acked.Load(), "pending", pending)
+	c.log.Info("stopped", "processed", c.processed.Load(), "failed", c.failed.Load(), "dead_lettered", c.dead.Load(),
+		"claimed", c.claimed.Load(), "acked", c.acked.Load(), "pending", pending)
 }
 
 // outage logs a Redis failure once when it starts, then once a minute
-// while it lasts, and once when it is over, instead of once per retry.
+// while it lasts, and once when it is over, instead of once per retry. One
+// outage is shared by the reader, the claimer and the acker, so that Redis
+// going away is one line, not one per loop.
 type outage struct {
 	log   *slog.Logger
-	what  string
+	mu    sync.Mutex
 	since time.Time
 	last  time.Time
 }
 
-func (o *outage) fail(err error) {
+func (o *outage) fail(what string, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	now := time.Now()
 	if o.since.IsZero() {
 		o.since, o.last = now, now
-		o.log.Error(o.what+" failed; retrying", "err", err)
+		o.log.Error("Redis failed; retrying with backoff", "while", what, "err", err)
 		return
 	}
 	if now.Sub(o.last) >= time.Minute {
 		o.last = now
-		o.log.Error(o.what+" still failing; retrying", "err", err, "for", now.Sub(o.since).Round(time.Second))
+		o.log.Error("Redis still failing; retrying with backoff", "while", what, "err", err, "for", now.Sub(o.since).Round(time.Second))
 	}
 }
 
 func (o *outage) ok() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	if !o.since.IsZero() {
-		o.log.Info(o.what+" works again", "after", time.Since(o.since).Round(time.Millisecond))
+		o.log.Info("Redis works again", "after", time.Since(o.since).Round(time.Millisecond))
 		o.since = time.Time{}
 	}
 }

@@ -210,7 +210,7 @@ func TestFailedEntriesStayPendingOthersAcked(t *testing.T) {
 			}
 			return nil
 		}
-		r := start(t, rdb, rec, engine.Options{Stream: stream, Group: group, Consumer: "c1", Concurrency: 3, Block: 50 * time.Millisecond})
+		r := start(t, rdb, rec, engine.Options{Stream: stream, Group: group, Consumer: "c1", Concurrency: 3, Block: 50 * time.Millisecond, RetryBackoff: time.Hour})
 		redistest.WaitFor(t, 10*time.Second, "all entries handled", func() bool { return rec.calls.Load() == 200 })
 		if err := r.shutdown(t); err != nil {
 			t.Fatal(err)

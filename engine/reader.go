@@ -15,11 +15,10 @@ import (
 // finish, and what it returns is handed on, so no entry is delivered to
 // this consumer without being seen; BLOCK is finite, so this is prompt.
 // hard cuts the hand-over short when the shutdown times out.
-func (c *Consumer) read(stop, hard context.Context, out chan<- *Message) {
+func (c *Consumer) read(stop, hard context.Context) {
 	// Reads are not cancelled mid-flight: an XREADGROUP that Redis answered
 	// has moved its entries to our pending list, and they must be seen.
 	ctx := context.WithoutCancel(stop)
-	fails := outage{log: c.log, what: "reading the stream"}
 	own := "0" // cursor in our own pending entries; "" once they are done
 	for n := 0; stop.Err() == nil; {
 		id := own
@@ -31,7 +30,7 @@ func (c *Consumer) read(stop, hard context.Context, out chan<- *Message) {
 			if isNoGroup(err) {
 				c.recreateGroup(ctx)
 			} else {
-				fails.fail(err)
+				c.redis.fail("reading the stream", err)
 			}
 			if !backoff(stop, n) {
 				return
@@ -40,7 +39,7 @@ func (c *Consumer) read(stop, hard context.Context, out chan<- *Message) {
 			continue
 		}
 		n = 0
-		fails.ok()
+		c.redis.ok()
 		if own != "" {
 			if len(msgs) == 0 {
 				own = ""
@@ -49,18 +48,32 @@ func (c *Consumer) read(stop, hard context.Context, out chan<- *Message) {
 			own = msgs[len(msgs)-1].ID
 			c.setAttempts(ctx, msgs)
 		}
-		for _, m := range msgs {
-			if m.Fields == nil {
-				c.ackDeleted(ctx, m.ID)
-				continue
-			}
-			select {
-			case out <- m:
-			case <-hard.Done():
-				return
-			}
+		if !c.deliver(ctx, hard, msgs) {
+			return
 		}
 	}
+}
+
+// deliver hands entries to the workers and records them as held by this
+// consumer. An entry whose data is gone is acked away instead. It returns
+// false if hard ended the hand-over.
+func (c *Consumer) deliver(ctx, hard context.Context, msgs []*Message) bool {
+	for i, m := range msgs {
+		if m.Fields == nil {
+			c.ackDeleted(ctx, m.ID)
+			continue
+		}
+		c.inflight.add(m.ID)
+		select {
+		case c.entries <- m:
+		case <-hard.Done():
+			for _, rest := range msgs[i:] {
+				c.inflight.remove(rest.ID)
+			}
+			return false
+		}
+	}
+	return true
 }
 
 // readGroup runs one XREADGROUP. It goes through Do rather than
@@ -111,6 +124,11 @@ func (c *Consumer) parseRead(reply any, attempt int64) ([]*Message, error) {
 	default:
 		return nil, fmt.Errorf("unexpected XREADGROUP reply %T", reply)
 	}
+	return c.parseEntries(entries, attempt)
+}
+
+// parseEntries decodes a list of [id, [field, value, ...]] entries.
+func (c *Consumer) parseEntries(entries []any, attempt int64) ([]*Message, error) {
 	msgs := make([]Message, len(entries))
 	out := make([]*Message, len(entries))
 	for i, e := range entries {
@@ -156,6 +174,7 @@ func (c *Consumer) setAttempts(ctx context.Context, msgs []*Message) {
 // trimming): there is nothing left to process, and left alone it would stay
 // pending for ever.
 func (c *Consumer) ackDeleted(ctx context.Context, id string) {
+	c.inflight.remove(id)
 	if err := c.rdb.XAck(ctx, c.opts.Stream, c.opts.Group, id).Err(); err != nil {
 		c.log.Warn("could not ack away a deleted entry", "id", id, "err", err)
 		return

@@ -1,0 +1,249 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// inflight is the set of entries this consumer holds: read or claimed, and
+// not yet acked or given up. The lease keeps their idle time fresh so that
+// no other consumer claims them mid-call; the claimer skips them.
+type inflight struct {
+	mu sync.Mutex
+	m  map[string]time.Time // id -> when this consumer last claimed it
+}
+
+func (f *inflight) add(id string) {
+	f.mu.Lock()
+	f.m[id] = time.Now()
+	f.mu.Unlock()
+}
+
+func (f *inflight) remove(ids ...string) {
+	f.mu.Lock()
+	for _, id := range ids {
+		delete(f.m, id)
+	}
+	f.mu.Unlock()
+}
+
+func (f *inflight) has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.m[id]
+	return ok
+}
+
+func (f *inflight) len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.m)
+}
+
+// claimedBefore returns the ids last claimed before t, in id order.
+func (f *inflight) claimedBefore(t time.Time) []string {
+	f.mu.Lock()
+	var ids []string
+	for id, at := range f.m {
+		if at.Before(t) {
+			ids = append(ids, id)
+		}
+	}
+	f.mu.Unlock()
+	slices.SortFunc(ids, compareIDs)
+	return ids
+}
+
+func (f *inflight) touch(ids []string, t time.Time) {
+	f.mu.Lock()
+	for _, id := range ids {
+		if _, ok := f.m[id]; ok {
+			f.m[id] = t
+		}
+	}
+	f.mu.Unlock()
+}
+
+// compareIDs orders stream ids ("ms-seq") numerically.
+func compareIDs(a, b string) int {
+	var am, as, bm, bs uint64
+	fmt.Sscanf(a, "%d-%d", &am, &as)
+	fmt.Sscanf(b, "%d-%d", &bm, &bs)
+	switch {
+	case am != bm:
+		return cmpU(am, bm)
+	default:
+		return cmpU(as, bs)
+	}
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// maintain runs the periodic work until stop: renew the lease on held
+// entries, claim entries idle too long in any consumer's pending list, and
+// prune idle consumers when asked to.
+func (c *Consumer) maintain(stop, hard context.Context) {
+	every := c.opts.ClaimIdle / 3
+	if c.opts.PruneIdle > 0 {
+		every = min(every, c.opts.PruneIdle/2)
+	}
+	every = max(every, 10*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	ctx := context.WithoutCancel(stop)
+	for {
+		select {
+		case <-stop.Done():
+			return
+		case <-t.C:
+		}
+		if err := c.lease(ctx, every); err != nil {
+			c.redis.fail("renewing the lease on entries in progress", err)
+			continue
+		}
+		if err := c.reclaim(stop, hard); err != nil {
+			c.redis.fail("claiming idle entries", err)
+			continue
+		}
+		if c.opts.PruneIdle > 0 {
+			if err := c.prune(ctx); err != nil {
+				c.redis.fail("pruning idle consumers", err)
+			}
+		}
+	}
+}
+
+// lease claims again, to this consumer, the held entries it has not
+// claimed for a while, which resets their idle time without raising their
+// delivery count (XCLAIM ... JUSTID). Only entries still in this
+// consumer's pending list are claimed, so one that another consumer took
+// over (after a lease failed) is not taken back.
+func (c *Consumer) lease(ctx context.Context, every time.Duration) error {
+	now := time.Now()
+	ids := c.inflight.claimedBefore(now.Add(-every))
+	if len(ids) == 0 {
+		return nil
+	}
+	pending, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: c.opts.Stream, Group: c.opts.Group, Consumer: c.opts.Consumer,
+		Start: ids[0], End: ids[len(ids)-1], Count: int64(2*len(ids) + 100),
+	}).Result()
+	if err != nil {
+		return err
+	}
+	mine := make(map[string]bool, len(pending))
+	for _, p := range pending {
+		mine[p.ID] = true
+	}
+	var keep []string
+	for _, id := range ids {
+		if mine[id] {
+			keep = append(keep, id)
+		} else if c.inflight.has(id) {
+			c.log.Warn("an entry in progress is no longer in this consumer's pending list (claimed by another consumer, or deleted); it may be processed twice", "id", id)
+			c.inflight.touch([]string{id}, now) // warn once per lease period, not in a loop
+		}
+	}
+	if len(keep) == 0 {
+		return nil
+	}
+	err = c.rdb.XClaimJustID(ctx, &redis.XClaimArgs{
+		Stream: c.opts.Stream, Group: c.opts.Group, Consumer: c.opts.Consumer, MinIdle: 0, Messages: keep,
+	}).Err()
+	if err != nil {
+		return err
+	}
+	c.inflight.touch(keep, now)
+	return nil
+}
+
+// reclaim takes over entries that have been idle at least ClaimIdle in any
+// consumer's pending list of the group (XAUTOCLAIM), as when their
+// consumer died, and hands them to the workers. Entries whose data was
+// deleted or trimmed are removed from the pending list and logged.
+func (c *Consumer) reclaim(stop, hard context.Context) error {
+	ctx := context.WithoutCancel(stop)
+	cursor := "0-0"
+	for stop.Err() == nil {
+		reply, err := c.rdb.Do(ctx, "XAUTOCLAIM", c.opts.Stream, c.opts.Group, c.opts.Consumer,
+			c.opts.ClaimIdle.Milliseconds(), cursor, "COUNT", c.opts.Batch).Slice()
+		if err != nil {
+			if isNoGroup(err) {
+				return nil // the reader creates it again
+			}
+			return err
+		}
+		if len(reply) < 2 {
+			return errors.New("unexpected XAUTOCLAIM reply")
+		}
+		next, _ := reply[0].(string)
+		entries, _ := reply[1].([]any)
+		if len(reply) > 2 { // Redis 7: the ids it dropped because their data is gone
+			if gone, _ := reply[2].([]any); len(gone) > 0 {
+				for _, id := range gone {
+					c.inflight.remove(fmt.Sprint(id))
+				}
+				c.acked.Add(int64(len(gone)))
+				c.log.Warn("removed pending entries whose data was deleted or trimmed before they were processed", "ids", gone)
+			}
+		}
+		msgs, err := c.parseEntries(entries, 0)
+		if err != nil {
+			return err
+		}
+		msgs = slices.DeleteFunc(msgs, func(m *Message) bool { return c.inflight.has(m.ID) })
+		if len(msgs) > 0 {
+			c.setAttempts(ctx, msgs)
+			c.claimed.Add(int64(len(msgs)))
+			c.log.Info("claimed idle entries from the group's pending lists", "entries", len(msgs), "idle_at_least", c.opts.ClaimIdle)
+			if !c.deliver(ctx, hard, msgs) {
+				return nil
+			}
+		}
+		if next == "0-0" || next == "" {
+			return nil
+		}
+		cursor = next
+	}
+	return nil
+}
+
+// prune removes the group's other consumers that have been idle at least
+// PruneIdle and own no pending entries. Consumers that own entries are
+// never removed: that would drop their entries from the pending list.
+func (c *Consumer) prune(ctx context.Context) error {
+	consumers, err := c.rdb.XInfoConsumers(ctx, c.opts.Stream, c.opts.Group).Result()
+	if err != nil {
+		if isNoGroup(err) {
+			return nil
+		}
+		return err
+	}
+	for _, cons := range consumers {
+		if cons.Name == c.opts.Consumer || cons.Pending > 0 || cons.Idle < c.opts.PruneIdle {
+			continue
+		}
+		// DELCONSUMER returns the pending count it dropped; it was 0 a
+		// moment ago, and a consumer idle that long has not read since.
+		n, err := c.rdb.XGroupDelConsumer(ctx, c.opts.Stream, c.opts.Group, cons.Name).Result()
+		if err != nil {
+			return err
+		}
+		c.log.Info("pruned an idle consumer", "pruned", cons.Name, "idle", cons.Idle.Round(time.Second), "pending_dropped", n)
+	}
+	return nil
+}

@@ -1,0 +1,283 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/topix-dev/topix/engine"
+	"github.com/topix-dev/topix/internal/redistest"
+)
+
+// deliverTo reads up to n new entries as consumer name without acking
+// them, as a consumer that then dies would.
+func deliverTo(t *testing.T, rdb redis.UniversalClient, stream, group, name string, n int64) []string {
+	t.Helper()
+	ctx := context.Background()
+	rdb.XGroupCreateMkStream(ctx, stream, group, "0")
+	res, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: name, Streams: []string{stream, ">"}, Count: n, Block: -1}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range res[0].Messages {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+func pendingIDs(t *testing.T, rdb redis.UniversalClient, stream, group string) []string {
+	t.Helper()
+	p, err := rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: stream, Group: group, Start: "-", End: "+", Count: 10000}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{}
+	for _, e := range p {
+		ids = append(ids, e.ID)
+	}
+	return ids
+}
+
+func TestReclaimsEntriesOfADeadConsumer(t *testing.T) {
+	rdb := realRedis.new(t)
+	stream, group := names(t)
+	for i := range 50 {
+		add(t, rdb, stream, "i", strconv.Itoa(i))
+	}
+	dead := deliverTo(t, rdb, stream, group, "dead", 30)
+	gone := dead[0]
+	rdb.XDel(context.Background(), stream, gone) // trimmed while pending
+
+	rec := newRecorder()
+	r := start(t, rdb, rec, engine.Options{Stream: stream, Group: group, Consumer: "alive", Block: 50 * time.Millisecond, ClaimIdle: 200 * time.Millisecond})
+	redistest.WaitFor(t, 10*time.Second, "every entry acked or removed", func() bool { return len(pendingIDs(t, rdb, stream, group)) == 0 && rec.calls.Load() == 49 })
+	r.shutdown(t)
+	if st := r.c.Stats(); st.Claimed != 29 {
+		t.Errorf("claimed %d entries, want the dead consumer's 29 that still exist", st.Claimed)
+	}
+	for _, id := range dead[1:] {
+		if m := rec.get(id); m == nil || m.Attempt != 2 {
+			t.Errorf("entry %s: %+v, want it handled on its second delivery", id, m)
+		}
+	}
+	if rec.get(gone) != nil {
+		t.Error("the deleted entry was handled")
+	}
+}
+
+func TestALongCallKeepsItsEntry(t *testing.T) {
+	rdb := realRedis.new(t)
+	stream, group := names(t)
+	id := add(t, rdb, stream, "k", "slow")
+	var calls atomic.Int64
+	started := make(chan struct{})
+	release := make(chan struct{})
+	slow := engine.HandlerFunc(func(ctx context.Context, m *engine.Message) engine.Result {
+		if calls.Add(1) == 1 {
+			close(started)
+			<-release
+		}
+		return engine.Result{}
+	})
+	opts := engine.Options{Stream: stream, Group: group, Block: 50 * time.Millisecond, ClaimIdle: 150 * time.Millisecond}
+	opts.Consumer = "a"
+	a := start(t, rdb, slow, opts)
+	<-started
+	opts.Consumer = "b"
+	b := start(t, rdb, slow, opts)
+	// Ten claim periods pass while the call runs: b must not take the entry.
+	deadline := time.Now().Add(10 * opts.ClaimIdle)
+	redistest.WaitFor(t, 5*time.Second, "ten claim periods", func() bool { return time.Now().After(deadline) })
+	close(release)
+	redistest.WaitFor(t, 5*time.Second, "the ack", func() bool { return a.c.Stats().Acked == 1 })
+	a.shutdown(t)
+	b.shutdown(t)
+	if calls.Load() != 1 || b.c.Stats().Claimed != 0 {
+		t.Errorf("entry %s handled %d times, b claimed %d; want once, by a", id, calls.Load(), b.c.Stats().Claimed)
+	}
+}
+
+func TestPoisonEntriesGoToTheDeadLetterStream(t *testing.T) {
+	rdb := realRedis.new(t)
+	ctx := context.Background()
+	stream, group := names(t)
+	poison := map[string]bool{}
+	for i := range 40 {
+		bad := i%8 == 3
+		id := add(t, rdb, stream, "i", strconv.Itoa(i), "bad", strconv.FormatBool(bad))
+		poison[id] = bad
+	}
+	var mu sync.Mutex
+	calls := map[string]int{}
+	h := engine.HandlerFunc(func(_ context.Context, m *engine.Message) engine.Result {
+		mu.Lock()
+		calls[m.ID]++
+		mu.Unlock()
+		if m.Fields[1].Value == "true" {
+			return engine.Result{Err: fmt.Errorf("bad entry %s", m.Fields[0].Value)}
+		}
+		return engine.Result{}
+	})
+	r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c", Concurrency: 2, Block: 50 * time.Millisecond,
+		MaxAttempts: 3, RetryBackoff: 10 * time.Millisecond})
+	redistest.WaitFor(t, 10*time.Second, "5 dead letters", func() bool { return r.c.Stats().DeadLettered == 5 })
+	r.shutdown(t)
+
+	dead, err := rdb.XRange(ctx, stream+":dead", "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 5 {
+		t.Fatalf("%d dead letters, want 5", len(dead))
+	}
+	for _, d := range dead {
+		id, _ := d.Values["topix.id"].(string)
+		if !poison[id] {
+			t.Errorf("dead letter for %s, which is not poison", id)
+		}
+		want := map[string]string{"topix.attempts": "3", "topix.stream": stream, "topix.group": group, "topix.consumer": "c", "bad": "true"}
+		for k, v := range want {
+			if d.Values[k] != v {
+				t.Errorf("dead letter of %s: %s = %v, want %q", id, k, d.Values[k], v)
+			}
+		}
+		if d.Values["topix.error"] != "bad entry "+d.Values["i"].(string) || d.Values["topix.time"] == nil {
+			t.Errorf("dead letter of %s: error %v, time %v", id, d.Values["topix.error"], d.Values["topix.time"])
+		}
+		if calls[id] != 3 {
+			t.Errorf("poison entry %s called %d times, want 3", id, calls[id])
+		}
+	}
+	for id, bad := range poison {
+		if !bad && calls[id] != 1 {
+			t.Errorf("good entry %s called %d times, want 1", id, calls[id])
+		}
+	}
+	if p := pendingIDs(t, rdb, stream, group); len(p) != 0 {
+		t.Errorf("pending %v, want none", p)
+	}
+}
+
+func TestErrDeadLetterSkipsTheRetries(t *testing.T) {
+	rdb := realRedis.new(t)
+	stream, group := names(t)
+	id := add(t, rdb, stream, "k", "v")
+	var calls atomic.Int64
+	h := engine.HandlerFunc(func(_ context.Context, m *engine.Message) engine.Result {
+		calls.Add(1)
+		return engine.Result{Err: fmt.Errorf("no customer: %w", engine.ErrDeadLetter), Emits: []engine.Emit{{Stream: "never"}}}
+	})
+	r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c", Block: 50 * time.Millisecond, DeadLetter: "dlq:" + stream})
+	redistest.WaitFor(t, 5*time.Second, "the dead letter", func() bool { return r.c.Stats().DeadLettered == 1 })
+	r.shutdown(t)
+	dead, _ := rdb.XRange(context.Background(), "dlq:"+stream, "-", "+").Result()
+	if calls.Load() != 1 || len(dead) != 1 || dead[0].Values["topix.id"] != id || dead[0].Values["topix.attempts"] != "1" {
+		t.Errorf("calls %d, dead letters %+v", calls.Load(), dead)
+	}
+	if n, _ := rdb.Exists(context.Background(), "never").Result(); n != 0 {
+		t.Error("a rejected call's emit was added")
+	}
+}
+
+func TestAnEntryDeliveredTooOftenIsDeadLetteredWithoutACall(t *testing.T) {
+	rdb := realRedis.new(t)
+	ctx := context.Background()
+	stream, group := names(t)
+	add(t, rdb, stream, "k", "v")
+	// Three consumers died while processing it: x read it, y and z
+	// claimed it after it.
+	id := deliverTo(t, rdb, stream, group, "x", 1)[0]
+	for _, name := range []string{"y", "z"} {
+		if err := rdb.Do(ctx, "XCLAIM", stream, group, name, 0, id).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := newRecorder()
+	r := start(t, rdb, rec, engine.Options{Stream: stream, Group: group, Consumer: "c", Block: 50 * time.Millisecond, ClaimIdle: 50 * time.Millisecond, MaxAttempts: 3})
+	redistest.WaitFor(t, 5*time.Second, "the dead letter", func() bool { return r.c.Stats().DeadLettered == 1 })
+	r.shutdown(t)
+	if rec.calls.Load() != 0 {
+		t.Errorf("the handler was called %d times, want 0", rec.calls.Load())
+	}
+}
+
+func TestPruneIdleConsumers(t *testing.T) {
+	rdb := realRedis.new(t)
+	ctx := context.Background()
+	stream, group := names(t)
+	add(t, rdb, stream, "k", "v")
+	deliverTo(t, rdb, stream, group, "owns-one", 1)
+	rdb.XGroupCreateConsumer(ctx, stream, group, "idle")
+	r := start(t, rdb, newRecorder(), engine.Options{Stream: stream, Group: group, Consumer: "c", Block: 50 * time.Millisecond,
+		ClaimIdle: time.Hour, PruneIdle: 100 * time.Millisecond})
+	redistest.WaitFor(t, 5*time.Second, "the idle consumer pruned", func() bool {
+		cs, _ := rdb.XInfoConsumers(ctx, stream, group).Result()
+		for _, c := range cs {
+			if c.Name == "idle" {
+				return false
+			}
+		}
+		return true
+	})
+	r.shutdown(t)
+	cs, _ := rdb.XInfoConsumers(ctx, stream, group).Result()
+	if len(cs) != 1 || cs[0].Name != "owns-one" || cs[0].Pending != 1 {
+		t.Errorf("consumers %+v; want only owns-one, with its pending entry (c deleted itself on exit)", cs)
+	}
+}
+
+func TestSurvivesARedisRestart(t *testing.T) {
+	dir := t.TempDir()
+	s, err := redistest.Start(dir, "--appendonly", "yes", "--appendfsync", "always")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2})
+	defer rdb.Close()
+	stream, group := "s", "g"
+	before := runtime.NumGoroutine()
+
+	rec := newRecorder()
+	c, err := engine.New(rdb, rec, engine.Options{Stream: stream, Group: group, Consumer: "c", Block: 50 * time.Millisecond, ClaimIdle: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	for i := range 100 {
+		add(t, rdb, stream, "i", strconv.Itoa(i))
+	}
+	redistest.WaitFor(t, 10*time.Second, "100 acked", func() bool { return c.Stats().Acked == 100 })
+
+	s.Stop() // kill -9
+	port := s.Addr[len("127.0.0.1:"):]
+	p, _ := strconv.Atoi(port)
+	s2, err := redistest.StartOn(dir, p, "--appendonly", "yes", "--appendfsync", "always")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Stop()
+	for i := 100; i < 200; i++ {
+		add(t, rdb, stream, "i", strconv.Itoa(i))
+	}
+	redistest.WaitFor(t, 20*time.Second, "200 acked", func() bool { return c.Stats().Acked >= 200 && len(pendingIDs(t, rdb, stream, group)) == 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := rec.calls.Load(); n < 200 {
+		t.Errorf("%d calls, want at least 200", n)
+	}
+	rdb.Close()
+	redistest.WaitFor(t, 5*time.Second, "the consumer's goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+}
+

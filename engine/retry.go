@@ -1,0 +1,171 @@
+package engine
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/topix-dev/topix"
+)
+
+// ErrDeadLetter, wrapped in a Result's Err, sends the entry to the
+// dead-letter stream at once, without further attempts.
+var ErrDeadLetter = errors.New("sent to the dead-letter stream")
+
+// DeadLetterFields are the fields a dead-letter entry carries after the
+// original entry's fields, in this order.
+var DeadLetterFields = []string{
+	"topix.error",    // the last error
+	"topix.attempts", // deliveries of the entry
+	"topix.id",       // its id in its stream
+	"topix.stream",   // its stream
+	"topix.group",    // the consumer group
+	"topix.consumer", // the consumer that gave up on it
+	"topix.time",     // when, RFC 3339 in UTC
+}
+
+// deadLetter builds the dead-letter entry of msg, failed with err.
+func (c *Consumer) deadLetter(msg *Message, err error) Emit {
+	fields := make([]topix.Field, 0, len(msg.Fields)+len(DeadLetterFields))
+	fields = append(fields, msg.Fields...)
+	for i, v := range []string{
+		err.Error(), fmt.Sprint(msg.Attempt), msg.ID, msg.Stream, msg.Group, msg.Consumer,
+		time.Now().UTC().Format(time.RFC3339Nano),
+	} {
+		fields = append(fields, topix.Field{Name: DeadLetterFields[i], Value: v})
+	}
+	return Emit{Stream: c.opts.DeadLetter, Fields: fields}
+}
+
+// retryDelay is the wait after a failed attempt: RetryBackoff, doubling
+// with each attempt, capped at MaxRetryBackoff (or RetryBackoff if more).
+func (c *Consumer) retryDelay(attempt int64) time.Duration {
+	limit := max(MaxRetryBackoff, c.opts.RetryBackoff)
+	d := c.opts.RetryBackoff
+	for i := int64(1); i < attempt && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+// retryQueue holds failed entries until their next attempt is due. The
+// entries stay in this consumer's pending list meanwhile.
+type retryQueue struct {
+	mu    sync.Mutex
+	items retryHeap
+	wake  chan struct{}
+}
+
+type retry struct {
+	id      string
+	attempt int64 // the attempt that failed
+	due     time.Time
+}
+
+func (q *retryQueue) add(id string, attempt int64, due time.Time) {
+	q.mu.Lock()
+	heap.Push(&q.items, retry{id: id, attempt: attempt, due: due})
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// due pops the retries due at now, and tells when the next one is.
+func (q *retryQueue) due(now time.Time) (ready []retry, next time.Duration) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.items) > 0 && !q.items[0].due.After(now) {
+		ready = append(ready, heap.Pop(&q.items).(retry))
+	}
+	next = time.Hour
+	if len(q.items) > 0 {
+		next = q.items[0].due.Sub(now)
+	}
+	return ready, next
+}
+
+func (q *retryQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
+type retryHeap []retry
+
+func (h retryHeap) Len() int           { return len(h) }
+func (h retryHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h retryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *retryHeap) Push(x any)        { *h = append(*h, x.(retry)) }
+func (h *retryHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// retryLoop delivers failed entries again when their backoff is over: it
+// claims each again to this consumer (XCLAIM), which raises its delivery
+// count, and hands it to the workers. At stop, the entries still waiting
+// stay pending.
+func (c *Consumer) retryLoop(stop, hard context.Context) {
+	ctx := context.WithoutCancel(stop)
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		ready, next := c.retries.due(time.Now())
+		if len(ready) > 0 {
+			if !c.redeliver(ctx, hard, ready) {
+				return
+			}
+			continue
+		}
+		t.Reset(next)
+		select {
+		case <-stop.Done():
+			if n := c.retries.len(); n > 0 {
+				c.log.Info("stopping with entries waiting for a retry; they stay pending", "entries", n)
+			}
+			return
+		case <-c.retries.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// redeliver claims due retries and hands them to the workers. It returns
+// false if hard ended the hand-over.
+func (c *Consumer) redeliver(ctx, hard context.Context, ready []retry) bool {
+	args := []any{"XCLAIM", c.opts.Stream, c.opts.Group, c.opts.Consumer, 0}
+	attempts := make(map[string]int64, len(ready))
+	for _, r := range ready {
+		args = append(args, r.id)
+		attempts[r.id] = r.attempt
+	}
+	reply, err := c.rdb.Do(ctx, args...).Slice()
+	if err != nil {
+		c.redis.fail("claiming entries for a retry", err)
+		for _, r := range ready {
+			c.retries.add(r.id, r.attempt, time.Now().Add(c.retryDelay(1)))
+		}
+		return true
+	}
+	msgs, err := c.parseEntries(reply, 0)
+	if err != nil {
+		c.log.Error("unexpected XCLAIM reply", "err", err)
+		return true
+	}
+	for _, m := range msgs {
+		m.Attempt = attempts[m.ID] + 1
+		delete(attempts, m.ID)
+	}
+	for id := range attempts { // not returned: deleted, or gone from the pending list
+		c.inflight.remove(id)
+		c.log.Warn("an entry waiting for a retry was deleted or acked elsewhere; dropped from the retries", "id", id)
+	}
+	return c.deliver(ctx, hard, msgs)
+}
