@@ -280,4 +280,3 @@ func TestSurvivesARedisRestart(t *testing.T) {
 	rdb.Close()
 	redistest.WaitFor(t, 5*time.Second, "the consumer's goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
-
