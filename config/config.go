@@ -50,6 +50,13 @@ type Config struct {
 	Name            string        `koanf:"name"`             // consumer name; empty means <hostname>-<pid>
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"` // how long a stop may take to finish calls
 
+	// Reliability.
+	ClaimIdle    time.Duration `koanf:"claim_idle"`    // claim entries idle this long in any pending list
+	MaxAttempts  int           `koanf:"max_attempts"`  // deliveries before an entry is dead-lettered
+	RetryBackoff time.Duration `koanf:"retry_backoff"` // wait before the second attempt; doubles, capped at 1m
+	DeadLetter   string        `koanf:"dead_letter"`   // dead-letter stream; empty means <stream>:dead
+	PruneIdle    time.Duration `koanf:"prune_idle"`    // remove other consumers idle this long with nothing pending; 0: never
+
 	// Scripts (consumer, run, check).
 	Bytes       bool          `koanf:"bytes"`        // data as a dict of bytes, not str
 	MaxSteps    int64         `koanf:"max_steps"`    // Starlark steps one call may take
@@ -71,6 +78,9 @@ func Defaults() Config {
 		Block:           time.Second,
 		Start:           "0",
 		ShutdownTimeout: 30 * time.Second,
+		ClaimIdle:       time.Minute,
+		MaxAttempts:     5,
+		RetryBackoff:    time.Second,
 		MaxSteps:        100_000_000,
 		CallTimeout:     30 * time.Second,
 		Reload:          true,
@@ -219,6 +229,18 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("shutdown_timeout %s: use a positive duration like 30s", c.ShutdownTimeout)
+	}
+	if c.ClaimIdle <= 0 {
+		return fmt.Errorf("claim_idle %s: use a positive duration like 60s", c.ClaimIdle)
+	}
+	if c.MaxAttempts < 1 {
+		return fmt.Errorf("max_attempts %d: use 1 (no retries) or more", c.MaxAttempts)
+	}
+	if c.RetryBackoff <= 0 {
+		return fmt.Errorf("retry_backoff %s: use a positive duration like 1s", c.RetryBackoff)
+	}
+	if c.PruneIdle < 0 {
+		return fmt.Errorf("prune_idle %s: use 0 (never) or a positive duration", c.PruneIdle)
 	}
 	if c.MaxSteps < 1 {
 		return fmt.Errorf("max_steps %d: use 1 or more (the default is %d)", c.MaxSteps, Defaults().MaxSteps)

@@ -209,7 +209,7 @@ func (c *Consumer) reclaim(stop, hard context.Context) error {
 		if len(msgs) > 0 {
 			c.setAttempts(ctx, msgs)
 			c.claimed.Add(int64(len(msgs)))
-			c.log.Info("claimed idle entries from the group's pending lists", "entries", len(msgs), "idle_at_least", c.opts.ClaimIdle)
+			c.log.Info("claimed idle entries from the group's pending lists", "entries", len(msgs), "idle_at_least", c.opts.ClaimIdle.String())
 			if !c.deliver(ctx, hard, msgs) {
 				return nil
 			}
@@ -243,7 +243,7 @@ func (c *Consumer) prune(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		c.log.Info("pruned an idle consumer", "pruned", cons.Name, "idle", cons.Idle.Round(time.Second), "pending_dropped", n)
+		c.log.Info("pruned an idle consumer", "pruned", cons.Name, "idle", cons.Idle.Round(time.Second).String(), "pending_dropped", n)
 	}
 	return nil
 }

@@ -188,14 +188,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.log.Info("created consumer group", "start", c.opts.Start)
 	}
 	c.log.Info("consuming", "workers", c.opts.Concurrency, "batch", c.opts.Batch,
-		"claim_idle", c.opts.ClaimIdle, "max_attempts", c.opts.MaxAttempts, "dead_letter", c.opts.DeadLetter)
+		"claim_idle", c.opts.ClaimIdle.String(), "max_attempts", c.opts.MaxAttempts, "dead_letter", c.opts.DeadLetter)
 
 	// hard is cancelled ShutdownTimeout after ctx: it cuts the calls in
 	// flight and the entries not yet started.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
 	stopTimer := context.AfterFunc(ctx, func() {
-		c.log.Info("stopping: finishing the entries already read", "timeout", c.opts.ShutdownTimeout)
+		c.log.Info("stopping: finishing the entries already read", "timeout", c.opts.ShutdownTimeout.String())
 		time.AfterFunc(c.opts.ShutdownTimeout, cancelHard)
 	})
 	defer stopTimer()
@@ -271,7 +271,7 @@ func (c *Consumer) work(hard context.Context, h Handler, acks chan<- ack) {
 			acks <- ack{id: msg.ID, emits: []Emit{c.deadLetter(msg, res.Err)}, dead: true}
 		default:
 			wait := c.retryDelay(msg.Attempt)
-			c.log.Warn("entry failed; it stays pending and is retried", append(attrs, "retry_in", wait)...)
+			c.log.Warn("entry failed; it stays pending and is retried", append(attrs, "retry_in", wait.String())...)
 			c.retries.add(msg.ID, msg.Attempt, time.Now().Add(wait))
 		}
 	}

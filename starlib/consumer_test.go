@@ -289,3 +289,24 @@ func TestReloadFollowsLoadedModules(t *testing.T) {
 		t.Errorf("entry handled with V = %q, want the edited module's 2", got)
 	}
 }
+
+func TestDeadLetterBuiltin(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.star")
+	writeFile(t, path, `
+def consumer(data):
+    if data["n"] == "2":
+        dead_letter("no customer " + data["n"])
+`)
+	l := startScript(t, path)
+	l.add(t, "n", "1")
+	l.add(t, "n", "2")
+	redistest.WaitFor(t, 5*time.Second, "both entries done", func() bool { return l.c.Stats().Acked == 2 })
+	dead, err := l.rdb.XRange(context.Background(), l.stream+":dead", "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 1 || dead[0].Values["n"] != "2" || dead[0].Values["topix.attempts"] != "1" ||
+		dead[0].Values["topix.error"] != path+":4:20: no customer 2" {
+		t.Errorf("dead letters %+v; want entry 2, at its first attempt, with the reason and its position", dead)
+	}
+}

@@ -57,15 +57,16 @@ func (e *Env) callTimeout() time.Duration {
 
 // predeclared returns the names defined in every script besides
 // Starlark's universe (len, str, fail, ...): the modules log, json, time
-// and math, the emit function and the struct constructor.
+// and math, the functions emit and dead_letter, and the struct constructor.
 func (e *Env) predeclared() starlark.StringDict {
 	return starlark.StringDict{
-		"log":    e.logModule(),
-		"emit":   emitBuiltin,
-		"json":   starjson.Module,
-		"time":   startime.Module,
-		"math":   starmath.Module,
-		"struct": starlark.NewBuiltin("struct", starlarkstruct.Make),
+		"log":         e.logModule(),
+		"emit":        emitBuiltin,
+		"dead_letter": deadLetterBuiltin,
+		"json":        starjson.Module,
+		"time":        startime.Module,
+		"math":        starmath.Module,
+		"struct":      starlark.NewBuiltin("struct", starlarkstruct.Make),
 	}
 }
 

@@ -114,7 +114,7 @@ func TestDrainTenThousandThenSIGTERM(t *testing.T) {
 	if err != nil || len(consumers) != 0 {
 		t.Errorf("consumers left: %v (%v)", consumers, err)
 	}
-	if !strings.Contains(stderr.String(), fmt.Sprintf("processed=%d failed=0 acked=%d pending=0", n, n)) {
+	if !strings.Contains(stderr.String(), fmt.Sprintf("processed=%d failed=0 dead_lettered=0 claimed=0 acked=%d pending=0", n, n)) {
 		t.Errorf("no final summary in stderr:\n%s", stderr.String())
 	}
 }

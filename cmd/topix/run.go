@@ -92,7 +92,11 @@ func (a *app) runScript(cmd *cobra.Command, target string, inputs []string, stre
 			if errors.As(res.Err, &bt) {
 				attrs = append(attrs, "backtrace", bt.Backtrace())
 			}
-			log.Error("entry failed", attrs...)
+			if errors.Is(res.Err, engine.ErrDeadLetter) {
+				log.Warn("entry rejected: a consumer would send it to the dead-letter stream", attrs...)
+			} else {
+				log.Error("entry failed", attrs...)
+			}
 			continue
 		}
 		for _, e := range res.Emits {
