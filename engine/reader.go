@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/topix-dev/topix"
 )
 
 // read feeds entries until stop is cancelled: first the entries this
@@ -132,20 +131,12 @@ func (c *Consumer) parseEntries(entries []any, attempt int64) ([]*Message, error
 	msgs := make([]Message, len(entries))
 	out := make([]*Message, len(entries))
 	for i, e := range entries {
-		pair, ok := e.([]any)
-		if !ok || len(pair) < 2 {
-			return nil, fmt.Errorf("unexpected stream entry %T", e)
-		}
 		m := &msgs[i]
-		m.ID, _ = pair[0].(string)
-		m.Stream, m.Group, m.Consumer, m.Attempt = c.opts.Stream, c.opts.Group, c.opts.Consumer, attempt
-		if kv, ok := pair[1].([]any); ok {
-			m.Fields = make([]topix.Field, len(kv)/2)
-			for j := range m.Fields {
-				m.Fields[j].Name, _ = kv[2*j].(string)
-				m.Fields[j].Value, _ = kv[2*j+1].(string)
-			}
+		m.ID, m.Fields = parseEntry(e)
+		if m.ID == "" {
+			return nil, fmt.Errorf("unexpected stream entry %v", e)
 		}
+		m.Stream, m.Group, m.Consumer, m.Attempt = c.opts.Stream, c.opts.Group, c.opts.Consumer, attempt
 		out[i] = m
 	}
 	return out, nil

@@ -3,42 +3,9 @@ package engine
 import (
 	"container/heap"
 	"context"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
-
-	"github.com/topix-dev/topix"
 )
-
-// ErrDeadLetter, wrapped in a Result's Err, sends the entry to the
-// dead-letter stream at once, without further attempts.
-var ErrDeadLetter = errors.New("sent to the dead-letter stream")
-
-// DeadLetterFields are the fields a dead-letter entry carries after the
-// original entry's fields, in this order.
-var DeadLetterFields = []string{
-	"topix.error",    // the last error
-	"topix.attempts", // deliveries of the entry
-	"topix.id",       // its id in its stream
-	"topix.stream",   // its stream
-	"topix.group",    // the consumer group
-	"topix.consumer", // the consumer that gave up on it
-	"topix.time",     // when, RFC 3339 in UTC
-}
-
-// deadLetter builds the dead-letter entry of msg, failed with err.
-func (c *Consumer) deadLetter(msg *Message, err error) Emit {
-	fields := make([]topix.Field, 0, len(msg.Fields)+len(DeadLetterFields))
-	fields = append(fields, msg.Fields...)
-	for i, v := range []string{
-		err.Error(), fmt.Sprint(msg.Attempt), msg.ID, msg.Stream, msg.Group, msg.Consumer,
-		time.Now().UTC().Format(time.RFC3339Nano),
-	} {
-		fields = append(fields, topix.Field{Name: DeadLetterFields[i], Value: v})
-	}
-	return Emit{Stream: c.opts.DeadLetter, Fields: fields}
-}
 
 // retryDelay is the wait after a failed attempt: RetryBackoff, doubling
 // with each attempt, capped at MaxRetryBackoff (or RetryBackoff if more).

@@ -103,7 +103,7 @@ TOPIX_* environment variables (TOPIX_REDIS_URL, TOPIX_CONCURRENCY, ...), flags.`
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usagef("%s; see '%s --help'", err, cmd.CommandPath())
 	})
-	root.AddCommand(a.consumerCommand(), a.emitCommand(), a.runCommand(), a.checkCommand(), a.devCommand())
+	root.AddCommand(a.consumerCommand(), a.emitCommand(), a.replayCommand(), a.runCommand(), a.checkCommand(), a.devCommand())
 	return root
 }
 
