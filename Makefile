@@ -1,7 +1,8 @@
 # topix: run `make demo` to see it work, `make test` to check it.
 GO ?= go
+SHELL := /bin/bash
 
-.PHONY: all build test lint demo clean
+.PHONY: all build test chaos lint demo clean
 
 all: lint test
 
@@ -11,10 +12,14 @@ build: ## build bin/topix
 test: ## the whole test suite, with the race detector (needs redis-server on PATH)
 	$(GO) test -race ./...
 
+chaos: ## the fault suite: the real binary against real redis-server processes, killed and restarted
+	$(GO) test -tags chaos -count=1 -v -timeout 20m ./internal/faults/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|^fault suite figures|^  [a-f]\. |_test.go:[0-9]+: '; exit $${PIPESTATUS[0]}
+
 lint: ## gofmt and go vet
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags chaos ./internal/faults/
 
 demo: ## build, start an in-memory server, consume and emit; needs Go only
 	./scripts/demo.sh

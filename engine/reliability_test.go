@@ -280,3 +280,25 @@ func TestSurvivesARedisRestart(t *testing.T) {
 	rdb.Close()
 	redistest.WaitFor(t, 5*time.Second, "the consumer's goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+func TestRecreatesAVanishedGroup(t *testing.T) {
+	rdb := realRedis.new(t)
+	ctx := context.Background()
+	stream, group := names(t)
+	rec := newRecorder()
+	r := start(t, rdb, rec, engine.Options{Stream: stream, Group: group, Consumer: "c", Block: 50 * time.Millisecond, ClaimIdle: 100 * time.Millisecond})
+	add(t, rdb, stream, "n", "1")
+	redistest.WaitFor(t, 5*time.Second, "the first entry", func() bool { return r.c.Stats().Acked == 1 })
+	// What a restart without persistence, or FLUSHALL, does to the group.
+	if err := rdb.XGroupDestroy(ctx, stream, group).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb.Del(ctx, stream)
+	redistest.WaitFor(t, 5*time.Second, "the group created again", func() bool {
+		g, _ := rdb.XInfoGroups(ctx, stream).Result()
+		return len(g) == 1
+	})
+	id := add(t, rdb, stream, "n", "2")
+	redistest.WaitFor(t, 5*time.Second, "the entry after the loss", func() bool { return rec.get(id) != nil && r.c.Stats().Acked == 2 })
+	r.shutdown(t)
+}

@@ -100,7 +100,7 @@ func startOn(bin, dir string, port int, extra []string) (*Server, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := c.Ping(ctx).Err()
 		cancel()
-		if err == nil {
+		if err == nil || strings.HasPrefix(err.Error(), "NOAUTH") { // up, with a password
 			return s, nil
 		}
 		select {
