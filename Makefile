@@ -13,7 +13,7 @@ test: ## the whole test suite, with the race detector (needs redis-server on PAT
 	$(GO) test -race ./...
 
 chaos: ## the fault suite: the real binary against real redis-server processes, killed and restarted
-	$(GO) test -tags chaos -count=1 -v -timeout 20m ./internal/faults/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|^fault suite figures|^  [a-f]\. |_test.go:[0-9]+: '; exit $${PIPESTATUS[0]}
+	$(GO) test -tags chaos -count=1 -v -timeout 20m ./internal/faults/ 2>&1 | grep -E '^ *(--- |PASS|FAIL|ok|panic)|^fault suite figures|^  [a-f]\. |_test.go:[0-9]+: '; exit $${PIPESTATUS[0]}
 
 lint: ## gofmt and go vet
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
