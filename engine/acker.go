@@ -18,28 +18,49 @@ type ack struct {
 	dead  bool // the only emit is the entry's dead letter
 }
 
-// maxAckBatch bounds one pipeline.
-const maxAckBatch = 1024
+const (
+	maxAckBatch = 1024                   // bounds one pipeline
+	ackEnough   = 128                    // a batch this big is flushed at once
+	ackLinger   = 500 * time.Microsecond // how long a smaller batch waits for more
+)
 
-// ackLoop batches acks: it takes what the workers have finished, as much
-// as is there without waiting, and flushes it in one pipeline, so a busy
-// consumer sends few round trips and an idle one acks at once.
-func (c *Consumer) ackLoop(hard context.Context, acks <-chan ack) {
+// ackLoop batches acks: it takes what the workers have finished and waits
+// up to ackLinger for more while the batch is small, then flushes it in
+// one pipeline. A busy consumer sends one XACK per hundreds of entries
+// instead of one per handful, which is most of Redis's work; the wait
+// delays only the ack, never a call.
+func (c *Consumer) ackLoop(hard context.Context, acks <-chan []ack) {
 	batch := make([]ack, 0, maxAckBatch)
-	for a := range acks {
-		batch = append(batch[:0], a)
-	more:
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	for first := range acks {
+		batch = append(batch[:0], first...)
+		linger.Reset(ackLinger)
+	collect:
 		for len(batch) < maxAckBatch {
 			select {
-			case a, ok := <-acks:
+			case more, ok := <-acks:
 				if !ok {
-					break more
+					break collect
 				}
-				batch = append(batch, a)
+				batch = append(batch, more...)
+				continue
 			default:
-				break more
+			}
+			if len(batch) >= ackEnough {
+				break
+			}
+			select {
+			case more, ok := <-acks:
+				if !ok {
+					break collect
+				}
+				batch = append(batch, more...)
+			case <-linger.C:
+				break collect
 			}
 		}
+		linger.Stop()
 		c.flush(hard, batch)
 	}
 }

@@ -19,9 +19,12 @@ type inflight struct {
 	m  map[string]time.Time // id -> when this consumer last claimed it
 }
 
-func (f *inflight) add(id string) {
+func (f *inflight) addAll(msgs []*Message) {
+	now := time.Now()
 	f.mu.Lock()
-	f.m[id] = time.Now()
+	for _, m := range msgs {
+		f.m[m.ID] = now
+	}
 	f.mu.Unlock()
 }
 

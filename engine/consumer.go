@@ -133,7 +133,7 @@ type Consumer struct {
 	inflight inflight      // entries this consumer holds: read, not yet acked
 	retries  retryQueue    // failed entries waiting for their next attempt
 	redis    *outage       // logs Redis failures once per outage
-	entries  chan *Message // to the workers
+	entries  chan []*Message // to the workers, in chunks
 }
 
 // New checks opts and returns a Consumer that is not yet running.
@@ -200,8 +200,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 	})
 	defer stopTimer()
 
-	c.entries = make(chan *Message, c.opts.Batch)
-	acks := make(chan ack, 2*c.opts.Batch)
+	// Entries travel in chunks and acks in slices: a channel operation
+	// (and the wake-up of a parked goroutine) per chunk, not per entry.
+	c.entries = make(chan []*Message, 2*c.opts.Concurrency)
+	acks := make(chan []ack, 2*c.opts.Concurrency)
 
 	// Three producers feed the workers: the reader (own pending entries,
 	// then new ones), the claimer (entries idle in any pending list) and
@@ -234,47 +236,60 @@ func (c *Consumer) Run(ctx context.Context) error {
 // work runs one worker: one Handler, one entry at a time. A success goes
 // to the acker; a failure is retried later, or dead-lettered after its
 // last attempt.
-func (c *Consumer) work(hard context.Context, h Handler, acks chan<- ack) {
-	for msg := range c.entries {
-		if hard.Err() != nil {
-			c.inflight.remove(msg.ID) // shutdown timed out: it stays pending for the next start
-			continue
+func (c *Consumer) work(hard context.Context, h Handler, acks chan<- []ack) {
+	for chunk := range c.entries {
+		var done []ack
+		for _, msg := range chunk {
+			if a, ok := c.process(hard, h, msg); ok {
+				done = append(done, a)
+			}
 		}
-		var res Result
-		if msg.Attempt > int64(c.opts.MaxAttempts) {
-			// Delivered more often than allowed without an outcome: its
-			// consumers died or stopped while processing it. Calling it
-			// again might kill this one too.
-			res.Err = fmt.Errorf("delivered %d times without being acked (its consumers stopped or died while processing it)", msg.Attempt)
-		} else {
-			res = h.Handle(hard, msg)
-		}
-		if res.Err == nil {
-			c.processed.Add(1)
-			acks <- ack{id: msg.ID, emits: res.Emits}
-			continue
-		}
-		c.failed.Add(1)
-		rejected := errors.Is(res.Err, ErrDeadLetter)
-		last := msg.Attempt >= int64(c.opts.MaxAttempts)
-		attrs := []any{"id", msg.ID, "attempt", msg.Attempt, "err", res.Err.Error()}
-		var bt interface{ Backtrace() string }
-		if errors.As(res.Err, &bt) {
-			attrs = append(attrs, "backtrace", bt.Backtrace())
-		}
-		switch {
-		case hard.Err() != nil:
-			c.log.Warn("entry cut short by the shutdown; it stays pending", attrs...)
-			c.inflight.remove(msg.ID)
-		case rejected || last:
-			c.log.Warn("entry failed; sending it to the dead-letter stream", append(attrs, "dead_letter", c.opts.DeadLetter)...)
-			acks <- ack{id: msg.ID, emits: []Emit{c.deadLetter(msg, res.Err)}, dead: true}
-		default:
-			wait := c.retryDelay(msg.Attempt)
-			c.log.Warn("entry failed; it stays pending and is retried", append(attrs, "retry_in", wait.String())...)
-			c.retries.add(msg.ID, msg.Attempt, time.Now().Add(wait))
+		if len(done) > 0 {
+			acks <- done
 		}
 	}
+}
+
+// process runs one entry and says what to ack for it, if anything now.
+func (c *Consumer) process(hard context.Context, h Handler, msg *Message) (ack, bool) {
+	if hard.Err() != nil {
+		c.inflight.remove(msg.ID) // shutdown timed out: it stays pending for the next start
+		return ack{}, false
+	}
+	var res Result
+	if msg.Attempt > int64(c.opts.MaxAttempts) {
+		// Delivered more often than allowed without an outcome: its
+		// consumers died or stopped while processing it. Calling it
+		// again might kill this one too.
+		res.Err = fmt.Errorf("delivered %d times without being acked (its consumers stopped or died while processing it)", msg.Attempt)
+	} else {
+		res = h.Handle(hard, msg)
+	}
+	if res.Err == nil {
+		c.processed.Add(1)
+		return ack{id: msg.ID, emits: res.Emits}, true
+	}
+	c.failed.Add(1)
+	rejected := errors.Is(res.Err, ErrDeadLetter)
+	last := msg.Attempt >= int64(c.opts.MaxAttempts)
+	attrs := []any{"id", msg.ID, "attempt", msg.Attempt, "err", res.Err.Error()}
+	var bt interface{ Backtrace() string }
+	if errors.As(res.Err, &bt) {
+		attrs = append(attrs, "backtrace", bt.Backtrace())
+	}
+	switch {
+	case hard.Err() != nil:
+		c.log.Warn("entry cut short by the shutdown; it stays pending", attrs...)
+		c.inflight.remove(msg.ID)
+	case rejected || last:
+		c.log.Warn("entry failed; sending it to the dead-letter stream", append(attrs, "dead_letter", c.opts.DeadLetter)...)
+		return ack{id: msg.ID, emits: []Emit{c.deadLetter(msg, res.Err)}, dead: true}, true
+	default:
+		wait := c.retryDelay(msg.Attempt)
+		c.log.Warn("entry failed; it stays pending and is retried", append(attrs, "retry_in", wait.String())...)
+		c.retries.add(msg.ID, msg.Attempt, time.Now().Add(wait))
+	}
+	return ack{}, false
 }
 
 // finish deletes this consumer from the group unless it owns pending

@@ -18,6 +18,24 @@ func (c *Consumer) read(stop, hard context.Context) {
 	// Reads are not cancelled mid-flight: an XREADGROUP that Redis answered
 	// has moved its entries to our pending list, and they must be seen.
 	ctx := context.WithoutCancel(stop)
+
+	// A dispatcher hands a batch to the workers while the next read is in
+	// flight, so the workers do not wait for the round trip.
+	batches := make(chan []*Message, 1)
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		for msgs := range batches {
+			if !c.deliver(ctx, hard, msgs) {
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(batches)
+		<-dispatched
+	}()
+
 	own := "0" // cursor in our own pending entries; "" once they are done
 	for n := 0; stop.Err() == nil; {
 		id := own
@@ -47,26 +65,37 @@ func (c *Consumer) read(stop, hard context.Context) {
 			own = msgs[len(msgs)-1].ID
 			c.setAttempts(ctx, msgs)
 		}
-		if !c.deliver(ctx, hard, msgs) {
+		if len(msgs) == 0 {
+			continue
+		}
+		select {
+		case batches <- msgs:
+		case <-dispatched: // hard ended the hand-over
 			return
 		}
 	}
 }
 
-// deliver hands entries to the workers and records them as held by this
-// consumer. An entry whose data is gone is acked away instead. It returns
-// false if hard ended the hand-over.
+// deliver hands entries to the workers, in chunks that spread a batch over
+// them, and records them as held by this consumer. An entry whose data is
+// gone is acked away instead. It returns false if hard ended the
+// hand-over.
 func (c *Consumer) deliver(ctx, hard context.Context, msgs []*Message) bool {
-	for i, m := range msgs {
+	live := msgs[:0:0]
+	for _, m := range msgs {
 		if m.Fields == nil {
 			c.ackDeleted(ctx, m.ID)
-			continue
+		} else {
+			live = append(live, m)
 		}
-		c.inflight.add(m.ID)
+	}
+	c.inflight.addAll(live)
+	size := max(1, (len(live)+2*c.opts.Concurrency-1)/(2*c.opts.Concurrency))
+	for start := 0; start < len(live); start += size {
 		select {
-		case c.entries <- m:
+		case c.entries <- live[start:min(start+size, len(live))]:
 		case <-hard.Done():
-			for _, rest := range msgs[i:] {
+			for _, rest := range live[start:] {
 				c.inflight.remove(rest.ID)
 			}
 			return false

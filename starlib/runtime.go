@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,10 +34,8 @@ func (r *Runtime) Script() *Script { return r.script.Load() }
 // NewHandler returns the handler of one worker.
 func (r *Runtime) NewHandler(worker int) (engine.Handler, error) {
 	h := &handler{rt: r, thread: r.env.newThread(fmt.Sprintf("worker-%d", worker))}
-	h.timer = time.AfterFunc(time.Hour, func() {
-		h.cancel(fmt.Sprintf("the call took longer than the call timeout (%s)", r.env.callTimeout()))
-	})
-	h.timer.Stop()
+	h.thread.OnMaxSteps = h.checkpoint
+	h.thread.SetLocal(callKey, &h.call)
 	return h, nil
 }
 
@@ -48,7 +45,7 @@ const callKey = "topix.call"
 // call is what a thread knows of the call in progress: the entry, and the
 // entries emit() recorded.
 type call struct {
-	msg   *engine.Message
+	msg   *engine.Message // nil between calls
 	emits []engine.Emit
 }
 
@@ -56,17 +53,28 @@ type call struct {
 // call (at a script's top level).
 func currentCall(thread *starlark.Thread) *call {
 	c, _ := thread.Local(callKey).(*call)
+	if c == nil || c.msg == nil {
+		return nil
+	}
 	return c
 }
+
+// checkEvery is how many Starlark steps a call runs between two looks at
+// its limits: about a few milliseconds of work, so a limit is enforced
+// within that, and a call pays for no timer or goroutine.
+const checkEvery = 1 << 20
 
 // handler is one worker's: its Starlark thread runs one call at a time.
 type handler struct {
 	rt     *Runtime
 	thread *starlark.Thread
-	timer  *time.Timer // cancels a call that outlives the call timeout
+	call   call
+	args   [2]starlark.Value
 
-	mu      sync.Mutex // guards running against a late cancel
-	running bool
+	// The limits of the call in progress, checked by checkpoint.
+	ctx      context.Context
+	deadline time.Time
+	budget   uint64
 }
 
 // Handle calls the consumer function on one entry, within the step budget
@@ -74,44 +82,41 @@ type handler struct {
 func (h *handler) Handle(ctx context.Context, msg *engine.Message) engine.Result {
 	s := h.rt.script.Load()
 	env := h.rt.env
-	args := make(starlark.Tuple, s.arity)
+	args := starlark.Tuple(h.args[:s.arity])
 	args[0] = entryDict(msg, env.Bytes)
 	if s.arity == 2 {
 		args[1] = MsgStruct(msg)
 	}
-	c := &call{msg: msg}
-	h.thread.SetLocal(callKey, c)
+	h.call = call{msg: msg}
+	h.ctx, h.deadline, h.budget = ctx, time.Now().Add(env.callTimeout()), env.maxSteps()
+	h.thread.Uncancel()
 	h.thread.Steps = 0
-	h.thread.SetMaxExecutionSteps(env.maxSteps())
-
-	h.mu.Lock()
-	h.running = true
-	h.thread.Uncancel() // a cancel aimed at the previous call
-	h.mu.Unlock()
-	h.timer.Reset(env.callTimeout())
-	stop := context.AfterFunc(ctx, func() { h.cancel("the call was cancelled: " + context.Cause(ctx).Error()) })
+	h.thread.SetMaxExecutionSteps(min(checkEvery, h.budget))
 
 	_, err := starlark.Call(h.thread, s.fn, args, nil)
 
-	stop()
-	h.timer.Stop()
-	h.mu.Lock()
-	h.running = false
-	h.mu.Unlock()
-	h.thread.SetLocal(callKey, nil)
-
+	emits := h.call.emits
+	h.call = call{}
+	h.args = [2]starlark.Value{}
 	if err != nil {
 		return engine.Result{Err: runError(err)}
 	}
-	return engine.Result{Emits: c.emits}
+	return engine.Result{Emits: emits}
 }
 
-// cancel stops the call in progress, if any, with reason.
-func (h *handler) cancel(reason string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.running {
-		h.thread.Cancel(reason)
+// checkpoint runs every checkEvery steps of a call: it stops the call when
+// it used its step budget, outlived the call timeout, or its context was
+// cancelled, and lets it run on otherwise.
+func (h *handler) checkpoint(thread *starlark.Thread) {
+	switch {
+	case thread.Steps >= h.budget:
+		thread.Cancel(fmt.Sprintf("the call took more than the step budget (%d steps)", h.budget))
+	case h.ctx != nil && h.ctx.Err() != nil:
+		thread.Cancel("the call was cancelled: " + context.Cause(h.ctx).Error())
+	case time.Now().After(h.deadline):
+		thread.Cancel(fmt.Sprintf("the call took longer than the call timeout (%s)", h.rt.env.callTimeout()))
+	default:
+		thread.SetMaxExecutionSteps(min(thread.Steps+checkEvery, h.budget))
 	}
 }
 
