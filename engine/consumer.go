@@ -130,9 +130,9 @@ type Consumer struct {
 	processed, failed, dead, claimed, acked atomic.Int64
 	pending                                 int64
 
-	inflight inflight      // entries this consumer holds: read, not yet acked
-	retries  retryQueue    // failed entries waiting for their next attempt
-	redis    *outage       // logs Redis failures once per outage
+	inflight inflight        // entries this consumer holds: read, not yet acked
+	retries  retryQueue      // failed entries waiting for their next attempt
+	redis    *outage         // logs Redis failures once per outage
 	entries  chan []*Message // to the workers, in chunks
 }
 
