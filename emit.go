@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 
@@ -128,39 +127,37 @@ func ParseJSON(data []byte) ([]Field, error) {
 			return nil, jsonError(data, err)
 		}
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, jsonError(data, err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, fmt.Errorf("expected a JSON object like {\"key\": \"value\"}, got %s", describe(tok))
+	// The text is valid JSON: walk it once, keeping each value's text.
+	i := skipSpace(data, 0)
+	if data[i] != '{' {
+		var v any
+		_ = json.Unmarshal(data, &v)
+		return nil, fmt.Errorf("expected a JSON object like {\"key\": \"value\"}, got %s", describe(v))
 	}
 	var fields []Field
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
+	for i = skipSpace(data, i+1); data[i] != '}'; i = skipSpace(data, i+1) {
+		if data[i] == ',' {
+			i = skipSpace(data, i+1)
+		}
+		end := stringEnd(data, i)
+		name, err := unquote(data[i:end])
 		if err != nil {
 			return nil, jsonError(data, err)
 		}
-		name := tok.(string) // inside an object the decoder only yields string keys
-		if seen[name] {
-			return nil, fmt.Errorf("field %q appears twice in the JSON object", name)
+		for _, f := range fields {
+			if f.Name == name {
+				return nil, fmt.Errorf("field %q appears twice in the JSON object", name)
+			}
 		}
-		seen[name] = true
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, jsonError(data, err)
-		}
-		value, err := rawValue(raw)
+		i = skipSpace(data, end) // at the colon
+		i = skipSpace(data, i+1) // at the value
+		end = valueEnd(data, i)
+		value, err := rawValue(data[i:end])
 		if err != nil {
 			return nil, jsonError(data, err)
 		}
 		fields = append(fields, Field{Name: name, Value: value})
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, jsonError(data, err)
+		i = skipSpace(data, end) - 1 // the loop steps onto the comma or the brace
 	}
 	if len(fields) == 0 {
 		return nil, errors.New("the JSON object is empty; an entry needs at least one field")
@@ -168,13 +165,72 @@ func ParseJSON(data []byte) ([]Field, error) {
 	return fields, nil
 }
 
-func rawValue(raw json.RawMessage) (string, error) {
-	if len(raw) > 0 && raw[0] == '"' {
-		var s string
-		err := json.Unmarshal(raw, &s)
-		return s, err
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
 	}
-	return compactJSON(raw)
+	return i
+}
+
+// stringEnd returns the index after the JSON string that starts at i.
+func stringEnd(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(b)
+}
+
+// valueEnd returns the index after the JSON value that starts at i.
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				j = stringEnd(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(b)
+	}
+	j := i
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
+		j++
+	}
+	return j
+}
+
+// unquote decodes a JSON string token; most need no unescaping.
+func unquote(raw []byte) (string, error) {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw[1 : len(raw)-1]), nil
+	}
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err
+}
+
+func rawValue(raw []byte) (string, error) {
+	switch raw[0] {
+	case '"':
+		return unquote(raw)
+	case '{', '[':
+		return compactJSON(raw)
+	}
+	return string(raw), nil // a number, true, false or null, as written
 }
 
 func compactJSON(raw []byte) (string, error) {
@@ -185,23 +241,20 @@ func compactJSON(raw []byte) (string, error) {
 	return buf.String(), nil
 }
 
-func describe(tok json.Token) string {
-	switch tok := tok.(type) {
-	case json.Delim:
-		if tok == '[' {
-			return "an array"
-		}
-		return string(tok)
+func describe(v any) string {
+	switch v.(type) {
+	case []any:
+		return "an array"
 	case string:
 		return "a string"
-	case json.Number:
+	case float64:
 		return "a number"
 	case bool:
 		return "a boolean"
 	case nil:
 		return "null"
 	}
-	return fmt.Sprintf("%v", tok)
+	return fmt.Sprintf("%T", v)
 }
 
 // jsonError turns a decoder error into a message that names where the
@@ -213,9 +266,6 @@ func jsonError(data []byte, err error) error {
 	}
 	if errors.As(err, &syn) {
 		return fmt.Errorf("invalid JSON at byte %d: %s", syn.Offset, strings.TrimPrefix(syn.Error(), "json: "))
-	}
-	if err == io.ErrUnexpectedEOF || err == io.EOF {
-		return fmt.Errorf("invalid JSON: it ends early after %d bytes", len(data))
 	}
 	return fmt.Errorf("invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 }

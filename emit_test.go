@@ -46,6 +46,8 @@ func TestParseJSON(t *testing.T) {
 		{"booleans and null as JSON", `{"t": true, "f": false, "z": null}`, "t=true f=false z=null", ""},
 		{"arrays and objects compact", `{"a": [1, 2], "o": {"k": [ "v" ]}}`, `a=[1,2] o={"k":["v"]}`, ""},
 		{"empty string value", `{"e": ""}`, "e=", ""},
+		{"escapes and brackets inside strings", `{"a\"b": "x}y", "n": {"s": "a]b,\"c"}, "e": "\u00e9\\n"}`, `a"b=x}y n={"s":"a]b,\"c"} e=é\n`, ""},
+		{"no spaces at all", `{"a":1,"b":[{"c":"d"}],"e":false}`, `a=1 b=[{"c":"d"}] e=false`, ""},
 		{"surrounding space", " \n{\"k\": \"v\"}\n ", "k=v", ""},
 		{"empty input", "  ", "", "expected a JSON object, got nothing"},
 		{"array", `[1]`, "", "got an array"},
