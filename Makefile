@@ -2,7 +2,7 @@
 GO ?= go
 SHELL := /bin/bash
 
-.PHONY: all build test chaos lint demo clean
+.PHONY: all build test chaos bench microbench lint demo clean
 
 all: lint test
 
@@ -14,6 +14,12 @@ test: ## the whole test suite, with the race detector (needs redis-server on PAT
 
 chaos: ## the fault suite: the real binary against real redis-server processes, killed and restarted
 	$(GO) test -tags chaos -count=1 -v -timeout 20m ./internal/faults/ 2>&1 | grep -E '^ *(--- |PASS|FAIL|ok|panic)|^fault suite figures|^  [a-f]\. |_test.go:[0-9]+: '; exit $${PIPESTATUS[0]}
+
+bench: build ## drain throughput against a plain go-redis loop, RSS, latency, ingest (docs/benchmarks.md)
+	$(GO) run ./cmd/topix-bench -topix bin/topix
+
+microbench: ## the per-entry path: entry -> Starlark dict -> call -> outcome
+	$(GO) test -run '^$$' -bench . -benchmem ./starlib
 
 lint: ## gofmt and go vet
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,6 +23,7 @@ const (
 	maxAckBatch = 1024                   // bounds one pipeline
 	ackEnough   = 128                    // a batch this big is flushed at once
 	ackLinger   = 500 * time.Microsecond // how long a smaller batch waits for more
+	ackFlushers = 3                      // batches in flight at once
 )
 
 // ackLoop batches acks: it takes what the workers have finished and waits
@@ -30,11 +32,27 @@ const (
 // instead of one per handful, which is most of Redis's work; the wait
 // delays only the ack, never a call.
 func (c *Consumer) ackLoop(hard context.Context, acks <-chan []ack) {
-	batch := make([]ack, 0, maxAckBatch)
+	// Batches are flushed by a few goroutines, so one batch's round trips
+	// (two when it has emits) overlap the next batch's.
+	flushes := make(chan []ack)
+	var flushers sync.WaitGroup
+	for range ackFlushers {
+		flushers.Go(func() {
+			for batch := range flushes {
+				c.flush(hard, batch)
+			}
+		})
+	}
+	defer func() {
+		close(flushes)
+		flushers.Wait()
+	}()
+
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	for first := range acks {
-		batch = append(batch[:0], first...)
+		batch := make([]ack, 0, ackEnough)
+		batch = append(batch, first...)
 		linger.Reset(ackLinger)
 	collect:
 		for len(batch) < maxAckBatch {
@@ -61,7 +79,7 @@ func (c *Consumer) ackLoop(hard context.Context, acks <-chan []ack) {
 			}
 		}
 		linger.Stop()
-		c.flush(hard, batch)
+		flushes <- batch
 	}
 }
 

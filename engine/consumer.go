@@ -203,7 +203,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// Entries travel in chunks and acks in slices: a channel operation
 	// (and the wake-up of a parked goroutine) per chunk, not per entry.
 	c.entries = make(chan []*Message, 2*c.opts.Concurrency)
-	acks := make(chan []ack, 2*c.opts.Concurrency)
+	acks := make(chan []ack, 64) // room for what the workers finish during a flush
 
 	// Three producers feed the workers: the reader (own pending entries,
 	// then new ones), the claimer (entries idle in any pending list) and

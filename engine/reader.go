@@ -4,23 +4,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
 
+// readers is how many XREADGROUP calls a consumer keeps in flight: one per
+// worker, up to maxReaders. Redis answers them one after the other, and
+// while one reply is parsed and handed on, the next is being served.
+const maxReaders = 4
+
 // read feeds entries until stop is cancelled: first the entries this
 // consumer already owns (delivered before, never acked: XREADGROUP from id
-// 0), then new ones (id >). A read in progress when stop comes is let
-// finish, and what it returns is handed on, so no entry is delivered to
-// this consumer without being seen; BLOCK is finite, so this is prompt.
-// hard cuts the hand-over short when the shutdown times out.
+// 0), then new ones (id >), with up to maxReaders reads in flight. A read
+// in progress when stop comes is let finish, and what it returns is handed
+// on, so no entry is delivered to this consumer without being seen; BLOCK
+// is finite, so this is prompt. hard cuts the hand-over short when the
+// shutdown times out.
 func (c *Consumer) read(stop, hard context.Context) {
 	// Reads are not cancelled mid-flight: an XREADGROUP that Redis answered
 	// has moved its entries to our pending list, and they must be seen.
 	ctx := context.WithoutCancel(stop)
 
-	// A dispatcher hands a batch to the workers while the next read is in
-	// flight, so the workers do not wait for the round trip.
+	// A dispatcher hands batches to the workers while the next reads are
+	// in flight, so the workers do not wait for a round trip.
 	batches := make(chan []*Message, 1)
 	dispatched := make(chan struct{})
 	go func() {
@@ -36,13 +43,23 @@ func (c *Consumer) read(stop, hard context.Context) {
 		<-dispatched
 	}()
 
-	own := "0" // cursor in our own pending entries; "" once they are done
+	if !c.readLoop(ctx, stop, "0", batches, dispatched) {
+		return
+	}
+	var readers sync.WaitGroup
+	for range min(c.opts.Concurrency, maxReaders) {
+		readers.Go(func() { c.readLoop(ctx, stop, ">", batches, dispatched) })
+	}
+	readers.Wait()
+}
+
+// readLoop reads until stop. From "0" it pages through this consumer's own
+// pending entries and returns true when they are done; from ">" it reads
+// new entries until stop. It returns false when the hand-over ended.
+func (c *Consumer) readLoop(ctx, stop context.Context, from string, batches chan<- []*Message, dispatched <-chan struct{}) bool {
+	cursor := from
 	for n := 0; stop.Err() == nil; {
-		id := own
-		if id == "" {
-			id = ">"
-		}
-		msgs, err := c.readGroup(ctx, id)
+		msgs, err := c.readGroup(ctx, cursor)
 		if err != nil {
 			if isNoGroup(err) {
 				c.recreateGroup(ctx)
@@ -50,19 +67,18 @@ func (c *Consumer) read(stop, hard context.Context) {
 				c.redis.fail("reading the stream", err)
 			}
 			if !backoff(stop, n) {
-				return
+				return false
 			}
 			n++
 			continue
 		}
 		n = 0
 		c.redis.ok()
-		if own != "" {
+		if cursor != ">" {
 			if len(msgs) == 0 {
-				own = ""
-				continue
+				return true // own pending entries done
 			}
-			own = msgs[len(msgs)-1].ID
+			cursor = msgs[len(msgs)-1].ID
 			c.setAttempts(ctx, msgs)
 		}
 		if len(msgs) == 0 {
@@ -71,9 +87,10 @@ func (c *Consumer) read(stop, hard context.Context) {
 		select {
 		case batches <- msgs:
 		case <-dispatched: // hard ended the hand-over
-			return
+			return false
 		}
 	}
+	return false
 }
 
 // deliver hands entries to the workers, in chunks that spread a batch over

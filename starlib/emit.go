@@ -3,6 +3,7 @@ package starlib
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	starjson "go.starlark.net/lib/json"
 	"go.starlark.net/starlark"
@@ -84,8 +85,26 @@ func makeEmit(thread *starlark.Thread, stream string, fields *starlark.Dict, max
 // fieldValue stores str and bytes as they are and every other value as its
 // JSON text.
 func fieldValue(thread *starlark.Thread, v starlark.Value) (string, error) {
-	if s, ok := asBytes(v); ok {
-		return s, nil
+	// The common scalars are written here as json.encode writes them,
+	// without the cost of a Starlark call.
+	switch v := v.(type) {
+	case starlark.String:
+		return string(v), nil
+	case starlark.Bytes:
+		return string(v), nil
+	case starlark.Int:
+		return v.String(), nil
+	case starlark.Bool:
+		if v {
+			return "true", nil
+		}
+		return "false", nil
+	case starlark.NoneType:
+		return "null", nil
+	case starlark.Float:
+		if f := float64(v); !math.IsInf(f, 0) && !math.IsNaN(f) {
+			return v.String(), nil
+		}
 	}
 	out, err := starlark.Call(thread, starjson.Module.Members["encode"], starlark.Tuple{v}, nil)
 	if err != nil {

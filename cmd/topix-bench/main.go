@@ -366,6 +366,9 @@ type proc struct {
 func (b *bench) startTopix(stdin *bytes.Reader, args ...string) (*proc, error) {
 	cmd := exec.Command(b.topix, args...)
 	cmd.Env = append(os.Environ(), "TOPIX_REDIS_URL="+b.srv.URL(), "NO_COLOR=1")
+	if g := os.Getenv("TOPIX_GOGC"); g != "" {
+		cmd.Env = append(cmd.Env, "GOGC="+g)
+	}
 	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	if stdin != nil {
