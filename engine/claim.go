@@ -97,7 +97,8 @@ func cmpU(a, b uint64) int {
 }
 
 // maintain runs the periodic work until stop: renew the lease on held
-// entries, claim entries idle too long in any consumer's pending list, and
+// entries, and in another goroutine, so that it never waits behind busy
+// workers, claim entries idle too long in any consumer's pending list and
 // prune idle consumers when asked to.
 func (c *Consumer) maintain(stop, hard context.Context) {
 	every := c.opts.ClaimIdle / 3
@@ -105,27 +106,45 @@ func (c *Consumer) maintain(stop, hard context.Context) {
 		every = min(every, c.opts.PruneIdle/2)
 	}
 	every = max(every, 10*time.Millisecond)
+	ctx := context.WithoutCancel(stop)
+	var loops sync.WaitGroup
+	loops.Go(func() {
+		tick(stop, every, func() {
+			if err := c.lease(ctx, every); err != nil {
+				c.redis.fail("renewing the lease on entries in progress", err)
+			}
+		})
+	})
+	loops.Go(func() {
+		tick(stop, every, func() {
+			// Claim only what the workers can start soon: entries claimed
+			// into a full queue would wait here instead of elsewhere.
+			if len(c.entries) < cap(c.entries)/2+1 {
+				if err := c.reclaim(stop, hard); err != nil {
+					c.redis.fail("claiming idle entries", err)
+					return
+				}
+			}
+			if c.opts.PruneIdle > 0 {
+				if err := c.prune(ctx); err != nil {
+					c.redis.fail("pruning idle consumers", err)
+				}
+			}
+		})
+	})
+	loops.Wait()
+}
+
+// tick calls fn every period until stop.
+func tick(stop context.Context, every time.Duration, fn func()) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	ctx := context.WithoutCancel(stop)
 	for {
 		select {
 		case <-stop.Done():
 			return
 		case <-t.C:
-		}
-		if err := c.lease(ctx, every); err != nil {
-			c.redis.fail("renewing the lease on entries in progress", err)
-			continue
-		}
-		if err := c.reclaim(stop, hard); err != nil {
-			c.redis.fail("claiming idle entries", err)
-			continue
-		}
-		if c.opts.PruneIdle > 0 {
-			if err := c.prune(ctx); err != nil {
-				c.redis.fail("pruning idle consumers", err)
-			}
+			fn()
 		}
 	}
 }
@@ -210,6 +229,7 @@ func (c *Consumer) reclaim(stop, hard context.Context) error {
 		}
 		msgs = slices.DeleteFunc(msgs, func(m *Message) bool { return c.inflight.has(m.ID) })
 		if len(msgs) > 0 {
+			c.inflight.addAll(msgs)
 			c.setAttempts(ctx, msgs)
 			c.claimed.Add(int64(len(msgs)))
 			c.log.Info("claimed idle entries from the group's pending lists", "entries", len(msgs), "idle_at_least", c.opts.ClaimIdle.String())

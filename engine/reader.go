@@ -74,6 +74,9 @@ func (c *Consumer) readLoop(ctx, stop context.Context, from string, batches chan
 		}
 		n = 0
 		c.redis.ok()
+		// From here the entries are this consumer's: lease them at once,
+		// even while they wait for a worker.
+		c.inflight.addAll(msgs)
 		if cursor != ">" {
 			if len(msgs) == 0 {
 				return true // own pending entries done
@@ -87,16 +90,17 @@ func (c *Consumer) readLoop(ctx, stop context.Context, from string, batches chan
 		select {
 		case batches <- msgs:
 		case <-dispatched: // hard ended the hand-over
+			c.forgetAll(msgs)
 			return false
 		}
 	}
 	return false
 }
 
-// deliver hands entries to the workers, in chunks that spread a batch over
-// them, and records them as held by this consumer. An entry whose data is
+// deliver hands entries, already recorded as held by this consumer, to the
+// workers, in chunks that spread a batch over them. An entry whose data is
 // gone is acked away instead. It returns false if hard ended the
-// hand-over.
+// hand-over; the entries not handed over stay pending.
 func (c *Consumer) deliver(ctx, hard context.Context, msgs []*Message) bool {
 	live := msgs[:0:0]
 	for _, m := range msgs {
@@ -106,15 +110,12 @@ func (c *Consumer) deliver(ctx, hard context.Context, msgs []*Message) bool {
 			live = append(live, m)
 		}
 	}
-	c.inflight.addAll(live)
 	size := max(1, (len(live)+2*c.opts.Concurrency-1)/(2*c.opts.Concurrency))
 	for start := 0; start < len(live); start += size {
 		select {
 		case c.entries <- live[start:min(start+size, len(live))]:
 		case <-hard.Done():
-			for _, rest := range live[start:] {
-				c.inflight.remove(rest.ID)
-			}
+			c.forgetAll(live[start:])
 			return false
 		}
 	}
@@ -229,5 +230,13 @@ func (c *Consumer) recreateGroup(ctx context.Context) {
 		c.log.Error("the consumer group is gone and could not be created again", "err", err)
 	case created:
 		c.log.Warn("the consumer group was gone; created it again", "start", c.opts.Start)
+	}
+}
+
+// forgetAll drops entries from those this consumer holds: they stay in its
+// pending list in Redis, for its next start or another consumer.
+func (c *Consumer) forgetAll(msgs []*Message) {
+	for _, m := range msgs {
+		c.inflight.remove(m.ID)
 	}
 }

@@ -302,3 +302,59 @@ func TestRecreatesAVanishedGroup(t *testing.T) {
 	redistest.WaitFor(t, 5*time.Second, "the entry after the loss", func() bool { return rec.get(id) != nil && r.c.Stats().Acked == 2 })
 	r.shutdown(t)
 }
+
+func TestEntriesQueuedBehindALongCallKeepTheirLease(t *testing.T) {
+	rdb := realRedis.new(t)
+	ctx := context.Background()
+	stream, group := names(t)
+	add(t, rdb, stream, "k", "slow")
+	var mu sync.Mutex
+	calls := map[string][]string{}
+	started := make(chan struct{})
+	release := make(chan struct{})
+	handler := func(name string) engine.HandlerFunc {
+		return func(ctx context.Context, m *engine.Message) engine.Result {
+			mu.Lock()
+			calls[m.ID] = append(calls[m.ID], name)
+			mu.Unlock()
+			if m.Fields[0].Value == "slow" {
+				close(started)
+				<-release
+			}
+			return engine.Result{}
+		}
+	}
+	opts := engine.Options{Stream: stream, Group: group, Block: 50 * time.Millisecond, ClaimIdle: 150 * time.Millisecond, Concurrency: 1}
+	opts.Consumer = "a"
+	a := start(t, rdb, handler("a"), opts)
+	<-started
+	// A backlog arrives in one millisecond; a reads part of it and queues
+	// it behind the long call.
+	pipe := rdb.Pipeline()
+	for i := range 150 {
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"i", strconv.Itoa(i)}})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	redistest.WaitFor(t, 5*time.Second, "a to read some of the backlog", func() bool {
+		p, _ := rdb.XPending(ctx, stream, group).Result()
+		return p != nil && p.Count > 1
+	})
+	opts.Consumer = "b"
+	b := start(t, rdb, handler("b"), opts)
+	deadline := time.Now().Add(10 * opts.ClaimIdle)
+	redistest.WaitFor(t, 5*time.Second, "ten claim periods", func() bool { return time.Now().After(deadline) })
+	close(release)
+	redistest.WaitFor(t, 10*time.Second, "everything acked", func() bool {
+		g, _ := rdb.XInfoGroups(ctx, stream).Result()
+		return len(g) == 1 && g[0].Pending == 0 && g[0].EntriesRead == 151
+	})
+	a.shutdown(t)
+	b.shutdown(t)
+	for id, by := range calls {
+		if len(by) != 1 {
+			t.Errorf("entry %s handled by %v", id, by)
+		}
+	}
+}

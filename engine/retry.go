@@ -130,6 +130,7 @@ func (c *Consumer) redeliver(ctx, hard context.Context, ready []retry) bool {
 		m.Attempt = attempts[m.ID] + 1
 		delete(attempts, m.ID)
 	}
+	c.inflight.addAll(msgs)
 	for id := range attempts { // not returned: deleted, or gone from the pending list
 		c.inflight.remove(id)
 		c.log.Warn("an entry waiting for a retry was deleted or acked elsewhere; dropped from the retries", "id", id)
