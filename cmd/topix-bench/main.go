@@ -229,14 +229,25 @@ func (b *bench) drains() error {
 		rows = append(rows, r)
 	}
 	fmt.Printf("\ndrain throughput, entries acked per second (median of %d rounds, N=%d):\n\n", b.rounds, b.n)
+	fmt.Printf("b/a and c/a are the medians of the ratios of each round, whose runs were side by side;\n")
+	fmt.Printf("on a machine with noisy neighbours they vary less than the ratio of the medians.\n\n")
 	fmt.Printf("| concurrency | a. go-redis loop | b. topix, trivial | b/a | c. topix, realistic | c/a |\n")
 	fmt.Printf("|------------:|-----------------:|------------------:|----:|--------------------:|----:|\n")
 	for _, r := range rows {
 		a, t, re := median(r.ref), median(r.trivial), median(r.realistic)
-		fmt.Printf("| %d | %.0f | %.0f | %.2f | %.0f | %.2f |\n", r.conc, a, t, t/a, re, re/a)
+		fmt.Printf("| %d | %.0f | %.0f | %.2f | %.0f | %.2f |\n", r.conc, a, t, median(ratios(r.trivial, r.ref)), re, median(ratios(r.realistic, r.ref)))
 	}
 	fmt.Println()
 	return nil
+}
+
+// ratios divides x by y round by round.
+func ratios(x, y []float64) []float64 {
+	out := make([]float64, 0, len(x))
+	for i := range min(len(x), len(y)) {
+		out = append(out, x[i]/y[i])
+	}
+	return out
 }
 
 func fmtLast(v []float64) string {
