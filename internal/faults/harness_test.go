@@ -281,17 +281,8 @@ func scan(t *testing.T, rdb *redis.Client, stream string, fn func(redis.XMessage
 	}
 }
 
-// waitFor polls cond every 50ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval
-	}
-}
+// waitFor waits for cond, polling, for at most timeout.
+var waitFor = redistest.WaitFor
 
 func resultsLen(rdb *redis.Client) int64 {
 	n, _ := rdb.XLen(context.Background(), "results").Result()
