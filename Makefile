@@ -21,11 +21,12 @@ bench: build ## drain throughput against a plain go-redis loop, RSS, latency, in
 microbench: ## the per-entry path: entry -> Starlark dict -> call -> outcome
 	$(GO) test -run '^$$' -bench . -benchmem ./starlib
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and staticcheck
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags chaos ./internal/faults/
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
 
 demo: ## build, start an in-memory server, consume and emit; needs Go only
 	./scripts/demo.sh

@@ -43,12 +43,6 @@ func (f *inflight) has(id string) bool {
 	return ok
 }
 
-func (f *inflight) len() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.m)
-}
-
 // claimedBefore returns the ids last claimed before t, in id order.
 func (f *inflight) claimedBefore(t time.Time) []string {
 	f.mu.Lock()

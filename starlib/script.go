@@ -98,7 +98,7 @@ func Compile(path, fn string, env *Env) (*Script, error) {
 	}
 	f, ok := v.(*starlark.Function)
 	if !ok {
-		return nil, fmt.Errorf("%s: %q is a %s, not a function; define def %s(data): ...", path, fn, v.Type(), fn)
+		return nil, fmt.Errorf("%s: %q is of type %s, not a function; define it with def %s(data)", path, fn, v.Type(), fn)
 	}
 	arity, err := checkParams(f)
 	if err != nil {

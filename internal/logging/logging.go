@@ -28,7 +28,7 @@ func New(w io.Writer, format string, level slog.Level, environ []string) *slog.L
 		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 	}
 	mu := &sync.Mutex{}
-	h := tint.NewHandler(w, &tint.Options{
+	h := tint.NewTextHandler(w, &tint.Options{
 		Level:      level,
 		TimeFormat: time.TimeOnly,
 		NoColor:    !Colour(w, environ),
