@@ -90,43 +90,47 @@ func cmpU(a, b uint64) int {
 	return 0
 }
 
-// maintain runs the periodic work until stop: renew the lease on held
-// entries, and in another goroutine, so that it never waits behind busy
-// workers, claim entries idle too long in any consumer's pending list and
-// prune idle consumers when asked to.
-func (c *Consumer) maintain(stop, hard context.Context) {
+// period is how often the lease is renewed and idle entries are claimed.
+func (c *Consumer) period() time.Duration {
 	every := c.opts.ClaimIdle / 3
 	if c.opts.PruneIdle > 0 {
 		every = min(every, c.opts.PruneIdle/2)
 	}
-	every = max(every, 10*time.Millisecond)
+	return max(every, 10*time.Millisecond)
+}
+
+// leaseLoop renews the lease on held entries until done, which comes after
+// the last worker finished, so calls that run on during a shutdown keep
+// their entries too. It never waits behind busy workers.
+func (c *Consumer) leaseLoop(done context.Context) {
+	every := c.period()
+	ctx := context.WithoutCancel(done)
+	tick(done, every, func() {
+		if err := c.lease(ctx, every); err != nil {
+			c.redis.fail("renewing the lease on entries in progress", err)
+		}
+	})
+}
+
+// claimLoop claims entries idle too long in any consumer's pending list,
+// and prunes idle consumers when asked to, until stop.
+func (c *Consumer) claimLoop(stop, hard context.Context) {
 	ctx := context.WithoutCancel(stop)
-	var loops sync.WaitGroup
-	loops.Go(func() {
-		tick(stop, every, func() {
-			if err := c.lease(ctx, every); err != nil {
-				c.redis.fail("renewing the lease on entries in progress", err)
+	tick(stop, c.period(), func() {
+		// Claim only what the workers can start soon: entries claimed into
+		// a full queue would wait here instead of elsewhere.
+		if len(c.entries) < cap(c.entries)/2+1 {
+			if err := c.reclaim(stop, hard); err != nil {
+				c.redis.fail("claiming idle entries", err)
+				return
 			}
-		})
+		}
+		if c.opts.PruneIdle > 0 {
+			if err := c.prune(ctx); err != nil {
+				c.redis.fail("pruning idle consumers", err)
+			}
+		}
 	})
-	loops.Go(func() {
-		tick(stop, every, func() {
-			// Claim only what the workers can start soon: entries claimed
-			// into a full queue would wait here instead of elsewhere.
-			if len(c.entries) < cap(c.entries)/2+1 {
-				if err := c.reclaim(stop, hard); err != nil {
-					c.redis.fail("claiming idle entries", err)
-					return
-				}
-			}
-			if c.opts.PruneIdle > 0 {
-				if err := c.prune(ctx); err != nil {
-					c.redis.fail("pruning idle consumers", err)
-				}
-			}
-		})
-	})
-	loops.Wait()
 }
 
 // tick calls fn every period until stop.

@@ -210,7 +210,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// the retrier (failed entries whose backoff is over). All stop at ctx.
 	var producers, workers sync.WaitGroup
 	producers.Go(func() { c.read(ctx, hard) })
-	producers.Go(func() { c.maintain(ctx, hard) })
+	producers.Go(func() { c.claimLoop(ctx, hard) })
 	producers.Go(func() { c.retryLoop(ctx, hard) })
 	go func() {
 		producers.Wait()
@@ -219,6 +219,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 	for _, h := range handlers {
 		workers.Go(func() { c.work(hard, h, acks) })
 	}
+	leasing, stopLease := context.WithCancel(context.WithoutCancel(ctx))
+	leaseDone := make(chan struct{})
+	go func() {
+		defer close(leaseDone)
+		c.leaseLoop(leasing)
+	}()
 	ackerDone := make(chan struct{})
 	go func() {
 		defer close(ackerDone)
@@ -226,6 +232,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}()
 
 	workers.Wait()
+	stopLease()
+	<-leaseDone
 	close(acks)
 	<-ackerDone
 
