@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -122,55 +121,22 @@ func (c *Consumer) deliver(ctx, hard context.Context, msgs []*Message) bool {
 	return true
 }
 
-// readGroup runs one XREADGROUP. It goes through Do rather than
-// XReadGroup because go-redis returns fields as a map, which loses their
-// order.
+// readGroup runs one XREADGROUP and decodes its raw reply (see resp.go).
 func (c *Consumer) readGroup(ctx context.Context, id string) ([]*Message, error) {
 	args := []any{"XREADGROUP", "GROUP", c.opts.Group, c.opts.Consumer, "COUNT", c.opts.Batch}
 	if id == ">" {
 		args = append(args, "BLOCK", c.opts.Block.Milliseconds())
 	}
 	args = append(args, "STREAMS", c.opts.Stream, id)
-	reply, err := c.rdb.Do(ctx, args...).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil // BLOCK timed out
-	}
-	if err != nil {
+	cmd := redis.NewRawCmd(ctx, args...)
+	if err := c.rdb.Process(ctx, cmd); err != nil {
 		return nil, err
 	}
 	attempt := int64(1) // a new entry's first delivery
 	if id != ">" {
 		attempt = 0 // filled in by setAttempts
 	}
-	return c.parseRead(reply, attempt)
-}
-
-// parseRead decodes an XREADGROUP reply for one stream, in RESP2 (array of
-// [stream, entries]) or RESP3 (map of stream to entries) form. An entry
-// that was deleted while pending comes back with no fields: its Fields is
-// nil.
-func (c *Consumer) parseRead(reply any, attempt int64) ([]*Message, error) {
-	var entries []any
-	switch r := reply.(type) {
-	case nil:
-		return nil, nil
-	case []any:
-		if len(r) == 0 {
-			return nil, nil
-		}
-		pair, ok := r[0].([]any)
-		if !ok || len(pair) != 2 {
-			return nil, fmt.Errorf("unexpected XREADGROUP reply %T", r[0])
-		}
-		entries, _ = pair[1].([]any)
-	case map[any]any:
-		for _, v := range r {
-			entries, _ = v.([]any)
-		}
-	default:
-		return nil, fmt.Errorf("unexpected XREADGROUP reply %T", reply)
-	}
-	return c.parseEntries(entries, attempt)
+	return c.parseReadReply(cmd.Val(), attempt)
 }
 
 // parseEntries decodes a list of [id, [field, value, ...]] entries.
