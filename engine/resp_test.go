@@ -13,7 +13,7 @@ func TestParseReadReply(t *testing.T) {
 		"*2\r\n$3\r\n2-0\r\n%s"
 	for _, tc := range []struct {
 		name, raw, want string
-		err              string
+		err             string
 	}{
 		{"RESP2", "*1\r\n*2\r\n$1\r\ns\r\n" + fmt.Sprintf(entries, "*2\r\n$1\r\nk\r\n$1\r\nv\r\n"), `1-0 [{a x` + "\r\n" + `y` + "\x00" + `} {b }]; 2-0 [{k v}]`, ""},
 		{"RESP3", "%1\r\n$1\r\ns\r\n" + fmt.Sprintf(entries, "*2\r\n$1\r\nk\r\n$1\r\nv\r\n"), `1-0 [{a x` + "\r\n" + `y` + "\x00" + `} {b }]; 2-0 [{k v}]`, ""},
