@@ -128,9 +128,17 @@ func run(c config) error {
 		return err
 	}
 	defer srv.Stop()
+	realistic := realisticScript
 	b := &bench{config: c, srv: srv, rdb: redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64}), dir: dir, scripts: map[string]string{}}
 	defer b.rdb.Close()
-	for name, src := range map[string]string{"trivial": trivialScript, "realistic": realisticScript, "latency": latencyScript} {
+	if alt := os.Getenv("TOPIX_BENCH_REALISTIC"); alt != "" {
+		b, err := os.ReadFile(alt)
+		if err != nil {
+			return err
+		}
+		realistic = string(b)
+	}
+	for name, src := range map[string]string{"trivial": trivialScript, "realistic": realistic, "latency": latencyScript} {
 		path := filepath.Join(dir, name+".star")
 		if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 			return err
@@ -379,6 +387,9 @@ func (b *bench) startTopix(stdin *bytes.Reader, args ...string) (*proc, error) {
 	cmd.Env = append(os.Environ(), "TOPIX_REDIS_URL="+b.srv.URL(), "NO_COLOR=1")
 	if g := os.Getenv("TOPIX_GOGC"); g != "" {
 		cmd.Env = append(cmd.Env, "GOGC="+g)
+	}
+	if l := os.Getenv("TOPIX_GOMEMLIMIT"); l != "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+l)
 	}
 	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
