@@ -2,17 +2,25 @@
 GO ?= go
 SHELL := /bin/bash
 
-.PHONY: all build test chaos bench microbench lint demo clean
+.PHONY: all build test redis-server chaos bench microbench lint demo clean
 
 all: lint test
 
 build: ## build bin/topix
 	$(GO) build -o bin/topix ./cmd/topix
 
-test: ## the whole test suite, with the race detector (needs redis-server on PATH)
+test: redis-server ## the whole test suite, with the race detector
 	$(GO) test -race ./...
 
-chaos: ## the fault suite: the real binary against real redis-server processes, killed and restarted
+redis-server: ## the tests start private redis-servers: install one if missing (as root, with apt-get)
+	@command -v redis-server >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update && apt-get install -y redis-server; \
+		else \
+			echo "the tests need redis-server on PATH: sudo apt-get install -y redis-server (or brew install redis)"; exit 1; \
+		fi; }
+
+chaos: redis-server ## the fault suite: the real binary against real redis-server processes, killed and restarted
 	$(GO) test -tags chaos -count=1 -v -timeout 20m ./internal/faults/ 2>&1 | grep -E '^ *(--- |PASS|FAIL|ok|panic)|^fault suite figures|^  [a-f]\. |_test.go:[0-9]+: '; exit $${PIPESTATUS[0]}
 
 bench: build ## drain throughput against a plain go-redis loop, RSS, latency, ingest (docs/benchmarks.md)
