@@ -87,15 +87,17 @@ func TestALongCallKeepsItsEntry(t *testing.T) {
 		}
 		return engine.Result{}
 	})
-	opts := engine.Options{Stream: stream, Group: group, Block: 50 * time.Millisecond, ClaimIdle: 150 * time.Millisecond}
+	// The claim idle time leaves room for a loaded machine (the lease is
+	// renewed every third of it).
+	opts := engine.Options{Stream: stream, Group: group, Block: 50 * time.Millisecond, ClaimIdle: 600 * time.Millisecond}
 	opts.Consumer = "a"
 	a := start(t, rdb, slow, opts)
 	<-started
 	opts.Consumer = "b"
 	b := start(t, rdb, slow, opts)
-	// Ten claim periods pass while the call runs: b must not take the entry.
-	deadline := time.Now().Add(10 * opts.ClaimIdle)
-	redistest.WaitFor(t, 5*time.Second, "ten claim periods", func() bool { return time.Now().After(deadline) })
+	// Five claim periods pass while the call runs: b must not take the entry.
+	deadline := time.Now().Add(5 * opts.ClaimIdle)
+	redistest.WaitFor(t, 10*time.Second, "five claim periods", func() bool { return time.Now().After(deadline) })
 	close(release)
 	redistest.WaitFor(t, 5*time.Second, "the ack", func() bool { return a.c.Stats().Acked == 1 })
 	a.shutdown(t)
@@ -312,19 +314,22 @@ func TestEntriesQueuedBehindALongCallKeepTheirLease(t *testing.T) {
 	calls := map[string][]string{}
 	started := make(chan struct{})
 	release := make(chan struct{})
+	var once sync.Once
 	handler := func(name string) engine.HandlerFunc {
 		return func(ctx context.Context, m *engine.Message) engine.Result {
 			mu.Lock()
 			calls[m.ID] = append(calls[m.ID], name)
 			mu.Unlock()
 			if m.Fields[0].Value == "slow" {
-				close(started)
+				once.Do(func() { close(started) })
 				<-release
 			}
 			return engine.Result{}
 		}
 	}
-	opts := engine.Options{Stream: stream, Group: group, Block: 50 * time.Millisecond, ClaimIdle: 150 * time.Millisecond, Concurrency: 1}
+	// The claim idle time leaves room for a loaded machine (the lease is
+	// renewed every third of it); the wait spans several of them.
+	opts := engine.Options{Stream: stream, Group: group, Block: 50 * time.Millisecond, ClaimIdle: 600 * time.Millisecond, Concurrency: 1}
 	opts.Consumer = "a"
 	a := start(t, rdb, handler("a"), opts)
 	<-started
@@ -343,8 +348,8 @@ func TestEntriesQueuedBehindALongCallKeepTheirLease(t *testing.T) {
 	})
 	opts.Consumer = "b"
 	b := start(t, rdb, handler("b"), opts)
-	deadline := time.Now().Add(10 * opts.ClaimIdle)
-	redistest.WaitFor(t, 5*time.Second, "ten claim periods", func() bool { return time.Now().After(deadline) })
+	deadline := time.Now().Add(5 * opts.ClaimIdle)
+	redistest.WaitFor(t, 10*time.Second, "five claim periods", func() bool { return time.Now().After(deadline) })
 	close(release)
 	redistest.WaitFor(t, 10*time.Second, "everything acked", func() bool {
 		g, _ := rdb.XInfoGroups(ctx, stream).Result()
