@@ -103,9 +103,6 @@ func FlagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
 // negatedFlags are flags that set a key to false: --no-reload sets reload.
 var negatedFlags = map[string]string{"no-reload": "reload"}
 
-// EnvName returns the environment variable that sets key.
-func EnvName(key string) string { return EnvPrefix + strings.ToUpper(key) }
-
 // Load builds the configuration: Defaults, then the config file at path (if
 // path is not empty), then the TOPIX_* variables of environ, then the flags
 // of fs that were set on the command line. fs may hold other flags too;

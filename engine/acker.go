@@ -143,17 +143,23 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 	pipe := c.rdb.Pipeline()
 	adds := make([][]*redis.StringCmd, len(withEmits))
 	for i, a := range withEmits {
-		for _, e := range a.emits {
-			args, err := topix.XAddArgs(e.Stream, e.Fields, e.MaxLen)
-			if err != nil {
-				// A runtime hands only valid emits; this one can never
-				// succeed, so keep the entry pending and say why.
-				c.log.Error("invalid emit; the entry stays pending", "id", a.id, "err", err)
-				adds[i] = nil
-				c.inflight.remove(a.id)
+		// All of an entry's emits are checked before any is sent: a runtime
+		// hands only valid ones, and one that can never succeed must not
+		// leave its siblings added while the entry stays pending.
+		args := make([]*redis.XAddArgs, len(a.emits))
+		var invalid error
+		for j, e := range a.emits {
+			if args[j], invalid = topix.XAddArgs(e.Stream, e.Fields, e.MaxLen); invalid != nil {
 				break
 			}
-			adds[i] = append(adds[i], pipe.XAdd(ctx, args))
+		}
+		if invalid != nil {
+			c.log.Error("invalid emit; the entry stays pending", "id", a.id, "err", invalid)
+			c.inflight.remove(a.id)
+			continue
+		}
+		for _, x := range args {
+			adds[i] = append(adds[i], pipe.XAdd(ctx, x))
 		}
 	}
 	var plainAck *redis.IntCmd
@@ -179,7 +185,7 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 
 	ready := make([]string, 0, len(withEmits))
 	for i, a := range withEmits {
-		ok := adds[i] != nil && len(adds[i]) == len(a.emits)
+		ok := adds[i] != nil // nil: an invalid emit, nothing sent
 		for _, cmd := range adds[i] {
 			if err := cmd.Err(); err != nil {
 				ok = false

@@ -280,11 +280,7 @@ func (c *Consumer) process(hard context.Context, h Handler, msg *Message) (ack, 
 	c.failed.Add(1)
 	rejected := errors.Is(res.Err, ErrDeadLetter)
 	last := msg.Attempt >= int64(c.opts.MaxAttempts)
-	attrs := []any{"id", msg.ID, "attempt", msg.Attempt, "err", res.Err.Error()}
-	var bt interface{ Backtrace() string }
-	if errors.As(res.Err, &bt) {
-		attrs = append(attrs, "backtrace", bt.Backtrace())
-	}
+	attrs := append([]any{"id", msg.ID, "attempt", msg.Attempt}, ErrorAttrs(res.Err)...)
 	switch {
 	case hard.Err() != nil:
 		c.log.Warn("entry cut short by the shutdown; it stays pending", attrs...)

@@ -431,3 +431,28 @@ func TestShutdownTimeoutLeavesTheRestPending(t *testing.T) {
 		t.Errorf("pending = %d, want 10", g.Pending)
 	}
 }
+
+func TestAnInvalidEmitSendsNoneOfTheEntrysEmits(t *testing.T) {
+	rdb := realRedis.new(t)
+	stream, group := names(t)
+	id := add(t, rdb, stream, "k", "v")
+	out := stream + ":out"
+	h := engine.HandlerFunc(func(_ context.Context, m *engine.Message) engine.Result {
+		return engine.Result{Emits: []engine.Emit{
+			{Stream: out, Fields: []topix.Field{{Name: "ok", Value: "1"}}},
+			{Stream: "", Fields: []topix.Field{{Name: "bad", Value: "1"}}}, // no runtime hands this
+		}}
+	})
+	r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c1", Block: 50 * time.Millisecond})
+	redistest.WaitFor(t, 5*time.Second, "the entry handled", func() bool { return r.c.Stats().Processed == 1 })
+	if err := r.shutdown(t); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := rdb.XLen(context.Background(), out).Result(); n != 0 {
+		t.Errorf("%d entries added to %s; want none, since the entry's other emit is invalid", n, out)
+	}
+	p, _ := rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: stream, Group: group, Start: "-", End: "+", Count: 10}).Result()
+	if len(p) != 1 || p[0].ID != id {
+		t.Errorf("pending %+v, want %s left pending", p, id)
+	}
+}

@@ -10,8 +10,10 @@ package engine
 
 import (
 	"context"
+	"errors"
 
 	"github.com/topix-dev/topix"
+	"github.com/topix-dev/topix/internal/logging"
 )
 
 // Message is one stream entry handed to a Handler.
@@ -66,6 +68,19 @@ type Handler interface {
 // it reads anything.
 type Runtime interface {
 	NewHandler(worker int) (Handler, error)
+}
+
+// ErrorAttrs returns the log attributes of a failed call: "err" with the
+// error's text and, when the error has a Backtrace() string method (as
+// Starlark errors do), the backtrace under logging.BacktraceKey, which the
+// text log prints as indented lines.
+func ErrorAttrs(err error) []any {
+	attrs := []any{"err", err.Error()}
+	var bt interface{ Backtrace() string }
+	if errors.As(err, &bt) {
+		attrs = append(attrs, logging.BacktraceKey, bt.Backtrace())
+	}
+	return attrs
 }
 
 // HandlerFunc is a Handler and a Runtime made of one function, shared by

@@ -38,61 +38,46 @@ func benchMessage() *engine.Message {
 		Fields: []topix.Field{{Name: "payload", Value: payload}}}
 }
 
-func BenchmarkHandleTrivial(b *testing.B) {
-	h := benchHandler(b, "def consumer(data):\n    pass\n")
-	msg := benchMessage()
+// benchHandle measures Handle of src's consumer on msg, checking each result.
+func benchHandle(b *testing.B, src string, msg *engine.Message, check func(engine.Result) bool) {
+	h := benchHandler(b, src)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if res := h.Handle(ctx, msg); res.Err != nil {
+		if res := h.Handle(ctx, msg); !check(res) {
 			b.Fatal(res.Err)
 		}
 	}
+}
+
+func succeeded(res engine.Result) bool { return res.Err == nil }
+
+func BenchmarkHandleTrivial(b *testing.B) {
+	benchHandle(b, "def consumer(data):\n    pass\n", benchMessage(), succeeded)
 }
 
 func BenchmarkHandleWithMsg(b *testing.B) {
-	h := benchHandler(b, "def consumer(data, msg):\n    pass\n")
-	msg := benchMessage()
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if res := h.Handle(ctx, msg); res.Err != nil {
-			b.Fatal(res.Err)
-		}
-	}
+	benchHandle(b, "def consumer(data, msg):\n    pass\n", benchMessage(), succeeded)
 }
 
 func BenchmarkHandleRealistic(b *testing.B) {
-	h := benchHandler(b, `def consumer(data):
+	benchHandle(b, `def consumer(data):
     p = json.decode(data["payload"])
     if p["kind"] == "order":
         emit("out:orders", {"id": p["id"], "total": p["total"]}, maxlen = 10000)
     else:
         emit("out:other", {"id": p["id"]})
-`)
-	msg := benchMessage()
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if res := h.Handle(ctx, msg); res.Err != nil || len(res.Emits) != 1 {
-			b.Fatal(res.Err)
-		}
-	}
+`, benchMessage(), func(res engine.Result) bool { return res.Err == nil && len(res.Emits) == 1 })
 }
 
 func BenchmarkHandleFields(b *testing.B) {
 	for _, n := range []int{1, 10} {
 		b.Run(fmt.Sprintf("%d-fields", n), func(b *testing.B) {
-			h := benchHandler(b, "def consumer(data):\n    pass\n")
 			msg := benchMessage()
 			for i := 1; i < n; i++ {
 				msg.Fields = append(msg.Fields, topix.Field{Name: fmt.Sprintf("field%d", i), Value: "value"})
 			}
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				h.Handle(ctx, msg)
-			}
+			benchHandle(b, "def consumer(data):\n    pass\n", msg, succeeded)
 		})
 	}
 }

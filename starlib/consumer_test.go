@@ -1,7 +1,6 @@
 package starlib_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -23,37 +22,19 @@ var srv *redistest.Server
 
 func TestMain(m *testing.M) { os.Exit(redistest.Main(m, &srv)) }
 
-// lockedBuffer collects log output written by several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // live is a consumer running a script against the test's redis-server,
 // with hot reload on.
 type live struct {
 	rdb    *redis.Client
 	rt     *starlib.Runtime
 	c      *engine.Consumer
-	logs   *lockedBuffer
+	logs   *redistest.Buffer
 	stream string
 }
 
 func startScript(t *testing.T, path string) *live {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &redistest.Buffer{}
 	env := &starlib.Env{Logger: slog.New(slog.NewTextHandler(logs, nil))}
 	script, err := starlib.Compile(path, "consumer", env)
 	if err != nil {

@@ -85,7 +85,7 @@ func (h *handler) Handle(ctx context.Context, msg *engine.Message) engine.Result
 	args := starlark.Tuple(h.args[:s.arity])
 	args[0] = entryDict(msg, env.Bytes)
 	if s.arity == 2 {
-		args[1] = MsgStruct(msg)
+		args[1] = msgStruct(msg)
 	}
 	h.call = call{msg: msg}
 	h.ctx, h.deadline, h.budget = ctx, time.Now().Add(env.callTimeout()), env.maxSteps()
@@ -137,9 +137,9 @@ func entryDict(msg *engine.Message, asBytes bool) *starlark.Dict {
 	return d
 }
 
-// MsgStruct converts an entry's metadata to the msg a two-parameter
+// msgStruct converts an entry's metadata to the msg a two-parameter
 // consumer gets: msg.id, msg.stream, msg.group, msg.consumer, msg.attempt.
-func MsgStruct(msg *engine.Message) *starlarkstruct.Struct {
+func msgStruct(msg *engine.Message) *starlarkstruct.Struct {
 	s := starlarkstruct.FromStringDict(starlark.String("msg"), starlark.StringDict{
 		"id":       starlark.String(msg.ID),
 		"stream":   starlark.String(msg.Stream),

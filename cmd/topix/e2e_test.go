@@ -135,7 +135,7 @@ def consumer(data):
     for i in range(1000000000):
         n += i
 `)
-	var stderr syncBuffer
+	var stderr redistest.Buffer
 	consumer := topixCmd(t, srv, "consumer", "s", "g", script, "--concurrency", "1")
 	consumer.Stderr = &stderr
 	if err := consumer.Start(); err != nil {
@@ -165,7 +165,7 @@ func TestEditingTheScriptOfARunningConsumer(t *testing.T) {
 	ctx := context.Background()
 	script := writeScript(t, "def consumer(data):\n    emit('out', {'n': data['n'], 'v': '1'})\n")
 
-	var stderr syncBuffer
+	var stderr redistest.Buffer
 	consumer := topixCmd(t, srv, "consumer", "s", "g", script, "--concurrency", "2")
 	consumer.Stderr = &stderr
 	if err := consumer.Start(); err != nil {

@@ -120,11 +120,12 @@ func (a *app) emitLines(ctx context.Context, cfg config.Config, stream string) e
 	out := bufio.NewWriter(a.stdout)
 	defer out.Flush()
 	batch := make([]*redis.XAddArgs, 0, emitPipeline)
-	var inputErr error
 	for l := range lines {
-		batch = append(batch[:0], l.args)
-		if l.err != nil {
-			batch, inputErr = batch[:0], l.err
+		// A batch is this line and whatever else is parsed already.
+		batch = batch[:0]
+		inputErr := l.err
+		if inputErr == nil {
+			batch = append(batch, l.args)
 		}
 	more:
 		for inputErr == nil && len(batch) < emitPipeline {
@@ -133,11 +134,9 @@ func (a *app) emitLines(ctx context.Context, cfg config.Config, stream string) e
 				if !ok {
 					break more
 				}
-				if l.err != nil {
-					inputErr = l.err
-					break more
+				if inputErr = l.err; inputErr == nil {
+					batch = append(batch, l.args)
 				}
-				batch = append(batch, l.args)
 			default:
 				break more
 			}

@@ -87,11 +87,7 @@ func (a *app) runScript(cmd *cobra.Command, target string, inputs []string, stre
 		res := h.Handle(cmd.Context(), msg)
 		if res.Err != nil {
 			failed++
-			attrs := []any{"id", msg.ID, "err", res.Err.Error()}
-			var bt interface{ Backtrace() string }
-			if errors.As(res.Err, &bt) {
-				attrs = append(attrs, "backtrace", bt.Backtrace())
-			}
+			attrs := append([]any{"id", msg.ID}, engine.ErrorAttrs(res.Err)...)
 			if errors.Is(res.Err, engine.ErrDeadLetter) {
 				log.Warn("entry rejected: a consumer would send it to the dead-letter stream", attrs...)
 			} else {

@@ -13,7 +13,6 @@
 package faults
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -134,7 +133,7 @@ func (s *server) restart(t *testing.T) {
 // proc is a topix process.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *redistest.Buffer
 	done   chan struct{}
 	err    error
 }
@@ -158,7 +157,7 @@ func launch(t *testing.T, env launchEnv, args ...string) *proc {
 	if env.asNobody {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	}
-	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, stderr: &redistest.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -287,23 +286,6 @@ var waitFor = redistest.WaitFor
 func resultsLen(rdb *redis.Client) int64 {
 	n, _ := rdb.XLen(context.Background(), "results").Result()
 	return n
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func tail(s string, n int) string {

@@ -6,6 +6,7 @@
 package redistest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,9 +38,6 @@ func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
 func (s *Server) Client() *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2})
 }
-
-// Pid returns the process id of the server.
-func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
 // Start starts a redis-server on a free loopback port, with dir as its
 // working directory and extra passed as command-line configuration (e.g.
@@ -123,17 +122,6 @@ func (s *Server) Stop() {
 	<-s.done
 }
 
-// Shutdown stops the server politely (SIGTERM), so an append-only file is
-// complete, and waits for it to exit.
-func (s *Server) Shutdown() {
-	_ = s.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		s.Stop()
-	}
-}
-
 // Must starts a server for one test and stops it when the test ends.
 func Must(tb testing.TB, extra ...string) *Server {
 	tb.Helper()
@@ -193,4 +181,26 @@ func lastLines(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, " | ")
+}
+
+// Buffer is a bytes.Buffer that one goroutine (or a child process's output
+// copier) writes while the test reads it, as tests do with the log of a
+// consumer they wait on.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
