@@ -46,16 +46,25 @@ func EmitFields(ctx context.Context, rdb redis.Cmdable, stream string, fields []
 	return id, nil
 }
 
-// XAddArgs checks stream and fields and builds the XADD arguments for them.
-func XAddArgs(stream string, fields []Field, maxLen int64) (*redis.XAddArgs, error) {
+// CheckEntry says what is wrong with an entry that XADD would refuse or that
+// makes no sense: an empty stream name, no fields, a negative maxLen.
+func CheckEntry(stream string, fields []Field, maxLen int64) error {
 	if stream == "" {
-		return nil, errors.New("the stream name is empty")
+		return errors.New("the stream name is empty")
 	}
 	if len(fields) == 0 {
-		return nil, errors.New("an entry needs at least one field")
+		return errors.New("an entry needs at least one field")
 	}
 	if maxLen < 0 {
-		return nil, fmt.Errorf("maxlen must be 0 (no trimming) or more, not %d", maxLen)
+		return fmt.Errorf("maxlen must be 0 (no trimming) or more, not %d", maxLen)
+	}
+	return nil
+}
+
+// XAddArgs checks stream and fields and builds the XADD arguments for them.
+func XAddArgs(stream string, fields []Field, maxLen int64) (*redis.XAddArgs, error) {
+	if err := CheckEntry(stream, fields, maxLen); err != nil {
+		return nil, err
 	}
 	values := make([]string, 0, 2*len(fields))
 	for _, f := range fields {

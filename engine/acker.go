@@ -132,7 +132,7 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 		}
 	}
 	if len(withEmits) == 0 {
-		if err := c.rdb.XAck(ctx, c.opts.Stream, c.opts.Group, plain...).Err(); err != nil {
+		if err := c.rdb.Process(ctx, c.xack(ctx, plain)); err != nil {
 			return batch, err
 		}
 		c.acked.Add(int64(len(plain)))
@@ -141,15 +141,14 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 	}
 
 	pipe := c.rdb.Pipeline()
-	adds := make([][]*redis.StringCmd, len(withEmits))
+	adds := make([][]*redis.Cmd, len(withEmits))
 	for i, a := range withEmits {
 		// All of an entry's emits are checked before any is sent: a runtime
 		// hands only valid ones, and one that can never succeed must not
 		// leave its siblings added while the entry stays pending.
-		args := make([]*redis.XAddArgs, len(a.emits))
 		var invalid error
-		for j, e := range a.emits {
-			if args[j], invalid = topix.XAddArgs(e.Stream, e.Fields, e.MaxLen); invalid != nil {
+		for _, e := range a.emits {
+			if invalid = topix.CheckEntry(e.Stream, e.Fields, e.MaxLen); invalid != nil {
 				break
 			}
 		}
@@ -158,13 +157,16 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 			c.inflight.remove(a.id)
 			continue
 		}
-		for _, x := range args {
-			adds[i] = append(adds[i], pipe.XAdd(ctx, x))
+		adds[i] = make([]*redis.Cmd, len(a.emits))
+		for j := range a.emits {
+			adds[i][j] = xadd(ctx, &a.emits[j])
+			_ = pipe.Process(ctx, adds[i][j])
 		}
 	}
 	var plainAck *redis.IntCmd
 	if len(plain) > 0 {
-		plainAck = pipe.XAck(ctx, c.opts.Stream, c.opts.Group, plain...)
+		plainAck = c.xack(ctx, plain)
+		_ = pipe.Process(ctx, plainAck)
 	}
 	cmds, _ := pipe.Exec(ctx)
 	for _, cmd := range cmds {
@@ -186,10 +188,10 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 	ready := make([]string, 0, len(withEmits))
 	for i, a := range withEmits {
 		ok := adds[i] != nil // nil: an invalid emit, nothing sent
-		for _, cmd := range adds[i] {
+		for j, cmd := range adds[i] {
 			if err := cmd.Err(); err != nil {
 				ok = false
-				c.log.Error("emit failed; the entry stays pending", "id", a.id, "stream", cmd.Args()[1], "err", err)
+				c.log.Error("emit failed; the entry stays pending", "id", a.id, "stream", a.emits[j].Stream, "err", err)
 			}
 		}
 		if ok {
@@ -204,7 +206,7 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 	if len(ready) == 0 {
 		return nil, nil
 	}
-	if err := c.rdb.XAck(ctx, c.opts.Stream, c.opts.Group, ready...).Err(); err != nil {
+	if err := c.rdb.Process(ctx, c.xack(ctx, ready)); err != nil {
 		left = make([]ack, 0, len(ready))
 		for _, id := range ready {
 			left = append(left, ack{id: id}) // its emits are in; only the ack is missing
@@ -214,6 +216,42 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 	c.acked.Add(int64(len(ready)))
 	c.inflight.remove(ready...)
 	return nil, nil
+}
+
+// The words of XADD and XACK, boxed once. The other arguments point at the
+// strings of the entry and its emits (go-redis writes a *string as the
+// string) instead of copying each into an interface: one allocation per
+// command, not one per field name and value.
+var (
+	argXADD   any = "XADD"
+	argMAXLEN any = "MAXLEN"
+	argApprox any = "~"
+	argAutoID any = "*"
+	argXACK   any = "XACK"
+)
+
+// xadd makes the XADD of one emit; e must not change until it was sent.
+func xadd(ctx context.Context, e *Emit) *redis.Cmd {
+	args := make([]any, 0, 6+2*len(e.Fields))
+	args = append(args, argXADD, &e.Stream)
+	if e.MaxLen > 0 {
+		args = append(args, argMAXLEN, argApprox, &e.MaxLen)
+	}
+	args = append(args, argAutoID)
+	for i := range e.Fields {
+		args = append(args, &e.Fields[i].Name, &e.Fields[i].Value)
+	}
+	return redis.NewCmd(ctx, args...)
+}
+
+// xack makes the XACK of ids; ids must not change until it was sent.
+func (c *Consumer) xack(ctx context.Context, ids []string) *redis.IntCmd {
+	args := make([]any, 0, 3+len(ids))
+	args = append(args, argXACK, &c.opts.Stream, &c.opts.Group)
+	for i := range ids {
+		args = append(args, &ids[i])
+	}
+	return redis.NewIntCmd(ctx, args...)
 }
 
 // isServerError tells an error reply of Redis (WRONGTYPE, OOM, ...) from a

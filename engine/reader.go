@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -25,29 +26,12 @@ func (c *Consumer) read(stop, hard context.Context) {
 	// has moved its entries to our pending list, and they must be seen.
 	ctx := context.WithoutCancel(stop)
 
-	// A dispatcher hands batches to the workers while the next reads are
-	// in flight, so the workers do not wait for a round trip.
-	batches := make(chan []*Message, 1)
-	dispatched := make(chan struct{})
-	go func() {
-		defer close(dispatched)
-		for msgs := range batches {
-			if !c.deliver(ctx, hard, msgs) {
-				return
-			}
-		}
-	}()
-	defer func() {
-		close(batches)
-		<-dispatched
-	}()
-
-	if !c.readLoop(ctx, stop, "0", batches, dispatched) {
+	if !c.readLoop(ctx, stop, hard, "0") {
 		return
 	}
 	var readers sync.WaitGroup
 	for range min(c.opts.Concurrency, maxReaders) {
-		readers.Go(func() { c.readLoop(ctx, stop, ">", batches, dispatched) })
+		readers.Go(func() { c.readLoop(ctx, stop, hard, ">") })
 	}
 	readers.Wait()
 }
@@ -55,10 +39,11 @@ func (c *Consumer) read(stop, hard context.Context) {
 // readLoop reads until stop. From "0" it pages through this consumer's own
 // pending entries and returns true when they are done; from ">" it reads
 // new entries until stop. It returns false when the hand-over ended.
-func (c *Consumer) readLoop(ctx, stop context.Context, from string, batches chan<- []*Message, dispatched <-chan struct{}) bool {
+func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 	cursor := from
+	var buf bytes.Buffer
 	for n := 0; stop.Err() == nil; {
-		msgs, err := c.readGroup(ctx, cursor)
+		msgs, err := c.readGroup(ctx, cursor, &buf)
 		if err != nil {
 			if isNoGroup(err) {
 				c.recreateGroup(ctx)
@@ -86,10 +71,7 @@ func (c *Consumer) readLoop(ctx, stop context.Context, from string, batches chan
 		if len(msgs) == 0 {
 			continue
 		}
-		select {
-		case batches <- msgs:
-		case <-dispatched: // hard ended the hand-over
-			c.forgetAll(msgs)
+		if !c.deliver(ctx, hard, msgs) {
 			return false
 		}
 	}
@@ -121,14 +103,16 @@ func (c *Consumer) deliver(ctx, hard context.Context, msgs []*Message) bool {
 	return true
 }
 
-// readGroup runs one XREADGROUP and decodes its raw reply (see resp.go).
-func (c *Consumer) readGroup(ctx context.Context, id string) ([]*Message, error) {
+// readGroup runs one XREADGROUP and decodes its raw reply (see resp.go),
+// which go-redis writes into buf.
+func (c *Consumer) readGroup(ctx context.Context, id string, buf *bytes.Buffer) ([]*Message, error) {
 	args := []any{"XREADGROUP", "GROUP", c.opts.Group, c.opts.Consumer, "COUNT", c.opts.Batch}
 	if id == ">" {
 		args = append(args, "BLOCK", c.opts.Block.Milliseconds())
 	}
 	args = append(args, "STREAMS", c.opts.Stream, id)
-	cmd := redis.NewRawCmd(ctx, args...)
+	buf.Reset()
+	cmd := redis.NewRawWriteToCmd(ctx, buf, args...)
 	if err := c.rdb.Process(ctx, cmd); err != nil {
 		return nil, err
 	}
@@ -136,7 +120,7 @@ func (c *Consumer) readGroup(ctx context.Context, id string) ([]*Message, error)
 	if id != ">" {
 		attempt = 0 // filled in by setAttempts
 	}
-	return c.parseReadReply(cmd.Val(), attempt)
+	return c.parseReadReply(buf.Bytes(), attempt)
 }
 
 // parseEntries decodes a list of [id, [field, value, ...]] entries.

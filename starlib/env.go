@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	starjson "go.starlark.net/lib/json"
 	starmath "go.starlark.net/lib/math"
 	startime "go.starlark.net/lib/time"
 	"go.starlark.net/starlark"
@@ -63,7 +62,7 @@ func (e *Env) predeclared() starlark.StringDict {
 		"log":         e.logModule(),
 		"emit":        emitBuiltin,
 		"dead_letter": deadLetterBuiltin,
-		"json":        starjson.Module,
+		"json":        jsonModule,
 		"time":        startime.Module,
 		"math":        starmath.Module,
 		"struct":      starlark.NewBuiltin("struct", starlarkstruct.Make),

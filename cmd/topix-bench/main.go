@@ -209,30 +209,32 @@ func (b *bench) drains() error {
 	type row struct {
 		conc                    int
 		ref, trivial, realistic []float64
+		cpu                     [3][]perEntry
 	}
 	var rows []row
 	for _, conc := range b.concurrency {
 		r := row{conc: conc}
 		for round := 0; round < b.rounds; round++ {
-			ref, err := b.drain("reference", conc, func(group string) (func() error, error) { return b.reference(group, conc) })
+			ref, cpu, err := b.drain("reference", conc, func(group string) (func() error, int, error) { return b.reference(group, conc) })
 			if err != nil {
 				return err
 			}
-			r.ref = append(r.ref, ref)
-			tr, err := b.drain("trivial", conc, func(group string) (func() error, error) { return b.topixConsumer(group, "trivial", conc, "in") })
+			r.ref, r.cpu[0] = append(r.ref, ref), append(r.cpu[0], cpu)
+			tr, cpu, err := b.drain("trivial", conc, func(group string) (func() error, int, error) { return b.topixConsumer(group, "trivial", conc, "in") })
 			if err != nil {
 				return err
 			}
-			r.trivial = append(r.trivial, tr)
+			r.trivial, r.cpu[1] = append(r.trivial, tr), append(r.cpu[1], cpu)
+			line := fmt.Sprintf("  concurrency %d, round %d: reference %.0f/s (%s), trivial %.0f/s (%s)", conc, round+1, ref, r.cpu[0][round], tr, r.cpu[1][round])
 			if !b.skipRealistc {
-				re, err := b.drain("realistic", conc, func(group string) (func() error, error) { return b.topixConsumer(group, "realistic", conc, "in") })
+				re, cpu, err := b.drain("realistic", conc, func(group string) (func() error, int, error) { return b.topixConsumer(group, "realistic", conc, "in") })
 				if err != nil {
 					return err
 				}
-				r.realistic = append(r.realistic, re)
+				r.realistic, r.cpu[2] = append(r.realistic, re), append(r.cpu[2], cpu)
+				line += fmt.Sprintf(", realistic %.0f/s (%s)", re, cpu)
 			}
-			fmt.Printf("  concurrency %d, round %d: reference %.0f/s, trivial %.0f/s, realistic %s/s\n",
-				conc, round+1, ref, r.trivial[round], fmtLast(r.realistic))
+			fmt.Println(line)
 		}
 		rows = append(rows, r)
 	}
@@ -258,13 +260,6 @@ func ratios(x, y []float64) []float64 {
 	return out
 }
 
-func fmtLast(v []float64) string {
-	if len(v) == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.0f", v[len(v)-1])
-}
-
 func median(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
@@ -275,27 +270,65 @@ func median(v []float64) float64 {
 }
 
 // drain creates a new group at 0 on stream in, starts a consumer with
-// start, and times it from the first delivery to the last ack.
-func (b *bench) drain(what string, conc int, start func(group string) (func() error, error)) (float64, error) {
+// start, and times it from the first delivery to the last ack. It also
+// returns the CPU time per entry that Redis and the consumer process (pid,
+// 0 for one inside this program) spent from the start to the last ack.
+func (b *bench) drain(what string, conc int, start func(group string) (stop func() error, pid int, err error)) (rate float64, cpu perEntry, err error) {
 	ctx := context.Background()
 	b.runs++
 	group := fmt.Sprintf("g%d", b.runs)
 	if err := b.rdb.XGroupCreate(ctx, "in", group, "0").Err(); err != nil {
-		return 0, err
+		return 0, cpu, err
 	}
 	defer b.rdb.XGroupDestroy(ctx, "in", group)
-	stop, err := start(group)
+	redis0 := cpuTime(b.srv.Pid())
+	stop, pid, err := start(group)
 	if err != nil {
-		return 0, err
+		return 0, cpu, err
 	}
 	first, last, err := b.watch(group, b.n, 5*time.Minute)
+	cpu.redis = (cpuTime(b.srv.Pid()) - redis0) / time.Duration(b.n)
+	if pid != 0 {
+		cpu.consumer = cpuTime(pid) / time.Duration(b.n)
+	}
 	if serr := stop(); err == nil {
 		err = serr
 	}
 	if err != nil {
-		return 0, fmt.Errorf("%s at concurrency %d: %w", what, conc, err)
+		return 0, cpu, fmt.Errorf("%s at concurrency %d: %w", what, conc, err)
 	}
-	return float64(b.n) / last.Sub(first).Seconds(), nil
+	return float64(b.n) / last.Sub(first).Seconds(), cpu, nil
+}
+
+// perEntry is CPU time per entry drained.
+type perEntry struct{ redis, consumer time.Duration }
+
+func (c perEntry) String() string {
+	if c.consumer == 0 {
+		return fmt.Sprintf("redis %.1fµs", us(c.redis))
+	}
+	return fmt.Sprintf("redis %.1fµs + topix %.1fµs", us(c.redis), us(c.consumer))
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// cpuTime returns the user plus system CPU time a process has used so far
+// (0 if it cannot be read), from /proc/PID/stat in clock ticks of 10ms.
+func cpuTime(pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name in parentheses may hold spaces; fields count from
+	// after it: utime and stime are fields 14 and 15 of the whole line.
+	rest := stat[bytes.LastIndexByte(stat, ')')+2:]
+	f := strings.Fields(string(rest))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // watch polls XINFO GROUPS until group has read n entries with none
@@ -327,7 +360,7 @@ func (b *bench) watch(group string, n int, timeout time.Duration) (first, last t
 
 // reference starts conc goroutines each reading COUNT batch entries and
 // acking them with one XACK, until the stream is drained.
-func (b *bench) reference(group string, conc int) (func() error, error) {
+func (b *bench) reference(group string, conc int) (func() error, int, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var acked atomic.Int64
@@ -363,17 +396,17 @@ func (b *bench) reference(group string, conc int) (func() error, error) {
 			return err
 		}
 		return nil
-	}, nil
+	}, 0, nil
 }
 
 // topixConsumer starts `topix consumer in GROUP script`.
-func (b *bench) topixConsumer(group, script string, conc int, stream string) (func() error, error) {
+func (b *bench) topixConsumer(group, script string, conc int, stream string) (func() error, int, error) {
 	p, err := b.startTopix(nil, "consumer", stream, group, b.scripts[script], "--concurrency", strconv.Itoa(conc),
 		"--no-reload", "--log-level", "warn", "--name", "bench")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return p.stop, nil
+	return p.stop, p.cmd.Process.Pid, nil
 }
 
 type proc struct {

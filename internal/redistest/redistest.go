@@ -34,6 +34,9 @@ type Server struct {
 // URL returns the redis:// URL of database 0 of the server.
 func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
 
+// Pid returns the process id of the server.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // Client returns a new client for the server; the caller closes it.
 func (s *Server) Client() *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2})

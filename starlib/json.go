@@ -1,0 +1,224 @@
+package starlib
+
+import (
+	"strconv"
+
+	starjson "go.starlark.net/lib/json"
+	"go.starlark.net/starlark"
+	"go.starlark.net/starlarkstruct"
+)
+
+// jsonModule is go.starlark.net's json module (encode, decode, indent) with
+// a faster decode: json.decode of a payload is most of a typical script's
+// work. The documents it sees are parsed here directly; anything
+// unusual (escapes, non-ASCII text, integers beyond 64 bits, invalid JSON,
+// the default= argument) goes to the library's decoder, so results and
+// error messages are the library's in every case.
+var jsonModule = func() *starlarkstruct.Module {
+	members := make(starlark.StringDict, len(starjson.Module.Members))
+	for name, v := range starjson.Module.Members {
+		members[name] = v
+	}
+	libDecode := starjson.Module.Members["decode"].(*starlark.Builtin)
+	members["decode"] = starlark.NewBuiltin("json.decode", func(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		if len(args) == 1 && len(kwargs) == 0 {
+			if s, ok := args[0].(starlark.String); ok {
+				d := fastDecoder{s: string(s)}
+				if v, ok := d.document(); ok {
+					return v, nil
+				}
+			}
+		}
+		return libDecode.CallInternal(thread, args, kwargs)
+	})
+	return &starlarkstruct.Module{Name: "json", Members: members}
+}()
+
+// fastDecoder parses the common subset of JSON into the values the
+// library's decoder makes (dict, list, string, int, float, bool, None). It
+// reports ok=false, and the caller falls back to the library, for anything
+// outside that subset or not valid JSON.
+type fastDecoder struct {
+	s string
+	i int
+}
+
+// maxFastDepth bounds the nesting the fast path follows; deeper documents
+// go to the library.
+const maxFastDepth = 64
+
+func (d *fastDecoder) document() (starlark.Value, bool) {
+	v, ok := d.value(0)
+	if !ok {
+		return nil, false
+	}
+	d.space()
+	return v, d.i == len(d.s)
+}
+
+// space skips the whitespace JSON allows.
+func (d *fastDecoder) space() {
+	for d.i < len(d.s) {
+		switch d.s[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+func (d *fastDecoder) value(depth int) (starlark.Value, bool) {
+	d.space()
+	if d.i >= len(d.s) || depth > maxFastDepth {
+		return nil, false
+	}
+	switch c := d.s[d.i]; {
+	case c == '"':
+		s, ok := d.str()
+		return starlark.String(s), ok
+	case c == '{':
+		return d.object(depth)
+	case c == '[':
+		return d.array(depth)
+	case c == '-' || '0' <= c && c <= '9':
+		return d.number()
+	case c == 't':
+		return starlark.True, d.word("true")
+	case c == 'f':
+		return starlark.False, d.word("false")
+	case c == 'n':
+		return starlark.None, d.word("null")
+	}
+	return nil, false
+}
+
+func (d *fastDecoder) word(w string) bool {
+	if len(d.s)-d.i >= len(w) && d.s[d.i:d.i+len(w)] == w {
+		d.i += len(w)
+		return true
+	}
+	return false
+}
+
+// str reads a string made of plain ASCII without escapes.
+func (d *fastDecoder) str() (string, bool) {
+	start := d.i + 1
+	for j := start; j < len(d.s); j++ {
+		switch c := d.s[j]; {
+		case c == '"':
+			d.i = j + 1
+			return d.s[start:j], true
+		case c == '\\' || c >= 0x80:
+			return "", false
+		}
+	}
+	return "", false
+}
+
+func (d *fastDecoder) object(depth int) (starlark.Value, bool) {
+	d.i++ // {
+	dict := new(starlark.Dict)
+	d.space()
+	if d.i < len(d.s) && d.s[d.i] == '}' {
+		d.i++
+		return dict, true
+	}
+	for {
+		d.space()
+		if d.i >= len(d.s) || d.s[d.i] != '"' {
+			return nil, false
+		}
+		key, ok := d.str()
+		if !ok {
+			return nil, false
+		}
+		d.space()
+		if d.i >= len(d.s) || d.s[d.i] != ':' {
+			return nil, false
+		}
+		d.i++
+		v, ok := d.value(depth + 1)
+		if !ok {
+			return nil, false
+		}
+		_ = dict.SetKey(starlark.String(key), v) // a new dict accepts any string key
+		d.space()
+		if d.i >= len(d.s) {
+			return nil, false
+		}
+		switch d.s[d.i] {
+		case ',':
+			d.i++
+		case '}':
+			d.i++
+			return dict, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+func (d *fastDecoder) array(depth int) (starlark.Value, bool) {
+	d.i++ // [
+	var elems []starlark.Value
+	d.space()
+	if d.i < len(d.s) && d.s[d.i] == ']' {
+		d.i++
+		return starlark.NewList(elems), true
+	}
+	for {
+		v, ok := d.value(depth + 1)
+		if !ok {
+			return nil, false
+		}
+		elems = append(elems, v)
+		d.space()
+		if d.i >= len(d.s) {
+			return nil, false
+		}
+		switch d.s[d.i] {
+		case ',':
+			d.i++
+		case ']':
+			d.i++
+			return starlark.NewList(elems), true
+		default:
+			return nil, false
+		}
+	}
+}
+
+// number reads a number as the library does: with a '.', 'e' or 'E' it is
+// a float, otherwise an int; here only ints that fit in 64 bits.
+func (d *fastDecoder) number() (starlark.Value, bool) {
+	start := d.i
+	float := false
+	j := start + 1
+scan:
+	for ; j < len(d.s); j++ {
+		switch c := d.s[j]; {
+		case '0' <= c && c <= '9':
+		case c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-':
+			float = true
+		default:
+			break scan
+		}
+	}
+	num := d.s[start:j]
+	digits := num
+	if num[0] == '-' {
+		digits = num[1:]
+	}
+	// JSON has no leading zeros and no bare sign.
+	if digits == "" || digits[0] == '0' && len(digits) > 1 && '0' <= digits[1] && digits[1] <= '9' {
+		return nil, false
+	}
+	d.i = j
+	if float {
+		x, err := strconv.ParseFloat(num, 64)
+		return starlark.Float(x), err == nil
+	}
+	x, err := strconv.ParseInt(num, 10, 64)
+	return starlark.MakeInt64(x), err == nil
+}
