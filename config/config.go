@@ -56,6 +56,7 @@ type Config struct {
 	RetryBackoff time.Duration `koanf:"retry_backoff"` // wait before the second attempt; doubles, capped at 1m
 	DeadLetter   string        `koanf:"dead_letter"`   // dead-letter stream; empty means <stream>:dead
 	PruneIdle    time.Duration `koanf:"prune_idle"`    // remove other consumers idle this long with nothing pending; 0: never
+	WorkerNice   int           `koanf:"worker_nice"`   // run the calls this much lower in CPU priority (Linux); 0: same
 
 	// Scripts (consumer, run, check).
 	Bytes       bool          `koanf:"bytes"`        // data as a dict of bytes, not str
@@ -81,6 +82,7 @@ func Defaults() Config {
 		ClaimIdle:       time.Minute,
 		MaxAttempts:     5,
 		RetryBackoff:    time.Second,
+		WorkerNice:      10,
 		MaxSteps:        100_000_000,
 		CallTimeout:     30 * time.Second,
 		Reload:          true,
@@ -238,6 +240,9 @@ func (c Config) Validate() error {
 	}
 	if c.PruneIdle < 0 {
 		return fmt.Errorf("prune_idle %s: use 0 (never) or a positive duration", c.PruneIdle)
+	}
+	if c.WorkerNice < 0 || c.WorkerNice > 19 {
+		return fmt.Errorf("worker_nice %d: use 0 (same priority as the rest of topix) to 19 (the lowest)", c.WorkerNice)
 	}
 	if c.MaxSteps < 1 {
 		return fmt.Errorf("max_steps %d: use 1 or more (the default is %d)", c.MaxSteps, Defaults().MaxSteps)

@@ -140,6 +140,16 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 		return nil, nil
 	}
 
+	// One array holds the arguments of all the XADDs, one the commands.
+	nargs, nemits := 0, 0
+	for _, a := range withEmits {
+		for _, e := range a.emits {
+			nargs += 6 + 2*len(e.Fields)
+			nemits++
+		}
+	}
+	args := make([]any, 0, nargs)
+	cmds := make([]*redis.Cmd, 0, nemits)
 	pipe := c.rdb.Pipeline()
 	adds := make([][]*redis.Cmd, len(withEmits))
 	for i, a := range withEmits {
@@ -157,19 +167,22 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 			c.inflight.remove(a.id)
 			continue
 		}
-		adds[i] = make([]*redis.Cmd, len(a.emits))
+		start := len(cmds)
 		for j := range a.emits {
-			adds[i][j] = xadd(ctx, &a.emits[j])
-			_ = pipe.Process(ctx, adds[i][j])
+			var cmd *redis.Cmd
+			cmd, args = xadd(ctx, &a.emits[j], args)
+			cmds = append(cmds, cmd)
+			_ = pipe.Process(ctx, cmd)
 		}
+		adds[i] = cmds[start:len(cmds):len(cmds)]
 	}
 	var plainAck *redis.IntCmd
 	if len(plain) > 0 {
 		plainAck = c.xack(ctx, plain)
 		_ = pipe.Process(ctx, plainAck)
 	}
-	cmds, _ := pipe.Exec(ctx)
-	for _, cmd := range cmds {
+	sent, _ := pipe.Exec(ctx)
+	for _, cmd := range sent {
 		if err := cmd.Err(); err != nil && (!isServerError(err) || isTransient(err)) {
 			// The connection failed: what was applied is unknown, so all of
 			// it is sent again (a re-sent XADD makes a duplicate emit, which
@@ -230,9 +243,10 @@ var (
 	argXACK   any = "XACK"
 )
 
-// xadd makes the XADD of one emit; e must not change until it was sent.
-func xadd(ctx context.Context, e *Emit) *redis.Cmd {
-	args := make([]any, 0, 6+2*len(e.Fields))
+// xadd makes the XADD of one emit, with its arguments appended to args,
+// and returns it and args; e must not change until it was sent.
+func xadd(ctx context.Context, e *Emit, args []any) (*redis.Cmd, []any) {
+	start := len(args)
 	args = append(args, argXADD, &e.Stream)
 	if e.MaxLen > 0 {
 		args = append(args, argMAXLEN, argApprox, &e.MaxLen)
@@ -241,7 +255,7 @@ func xadd(ctx context.Context, e *Emit) *redis.Cmd {
 	for i := range e.Fields {
 		args = append(args, &e.Fields[i].Name, &e.Fields[i].Value)
 	}
-	return redis.NewCmd(ctx, args...)
+	return redis.NewCmd(ctx, args[start:len(args):len(args)]...), args
 }
 
 // xack makes the XACK of ids; ids must not change until it was sent.

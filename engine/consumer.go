@@ -56,6 +56,13 @@ type Options struct {
 	// have been idle at least that long and own no pending entries.
 	PruneIdle time.Duration
 
+	// WorkerNice, when above zero, runs the workers' calls at that much
+	// lower CPU priority (a higher nice value, at most 19) than the reading
+	// and acking, on Linux. When Redis shares the machine, the calls then
+	// cannot starve Redis and the goroutines that talk to it, which every
+	// entry waits on; when nothing competes for the CPU it changes nothing.
+	WorkerNice int
+
 	Logger *slog.Logger // default slog.Default()
 }
 
@@ -103,6 +110,9 @@ func (o *Options) setDefaults() error {
 	if o.DeadLetter == o.Stream {
 		return errors.New("the dead-letter stream is the stream itself; name another")
 	}
+	if o.WorkerNice < 0 || o.WorkerNice > 19 {
+		return fmt.Errorf("the worker nice value %d is out of range; use 0 (off) to 19", o.WorkerNice)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -134,6 +144,8 @@ type Consumer struct {
 	retries  retryQueue      // failed entries waiting for their next attempt
 	redis    *outage         // logs Redis failures once per outage
 	entries  chan []*Message // to the workers, in chunks
+
+	niceFailed sync.Once // a failed WorkerNice is logged once
 }
 
 // New checks opts and returns a Consumer that is not yet running.
@@ -188,7 +200,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.log.Info("created consumer group", "start", c.opts.Start)
 	}
 	c.log.Info("consuming", "workers", c.opts.Concurrency, "batch", c.opts.Batch,
-		"claim_idle", c.opts.ClaimIdle.String(), "max_attempts", c.opts.MaxAttempts, "dead_letter", c.opts.DeadLetter)
+		"claim_idle", c.opts.ClaimIdle.String(), "max_attempts", c.opts.MaxAttempts, "dead_letter", c.opts.DeadLetter,
+		"worker_nice", c.opts.WorkerNice)
 
 	// hard is cancelled ShutdownTimeout after ctx: it cuts the calls in
 	// flight and the entries not yet started.
@@ -245,6 +258,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 // to the acker; a failure is retried later, or dead-lettered after its
 // last attempt.
 func (c *Consumer) work(hard context.Context, h Handler, acks chan<- []ack) {
+	if c.opts.WorkerNice > 0 {
+		if err := lowerPriority(c.opts.WorkerNice); err != nil {
+			c.niceFailed.Do(func() {
+				c.log.Warn("could not lower the CPU priority of the workers; they run at the normal one", "err", err)
+			})
+		}
+	}
 	for chunk := range c.entries {
 		var done []ack
 		for _, msg := range chunk {

@@ -71,6 +71,11 @@ func (c *Consumer) parseReadReply(raw []byte, attempt int64) ([]*Message, error)
 			continue
 		}
 		k := r.length('*') / 2
+		if fields == nil {
+			// Entries of a stream tend to have the same number of fields:
+			// size for that, so the slice rarely grows.
+			fields = make([]topix.Field, 0, n*k)
+		}
 		start := len(fields)
 		for range k {
 			name := r.bulk()

@@ -67,6 +67,7 @@ type config struct {
 	skipLatency  bool
 	skipIngest   bool
 	skipRealistc bool
+	compare      string
 }
 
 func main() {
@@ -85,6 +86,7 @@ func main() {
 	flag.BoolVar(&c.skipLatency, "no-latency", false, "skip the latency measurement")
 	flag.BoolVar(&c.skipIngest, "no-ingest", false, "skip the ingest measurement")
 	flag.BoolVar(&c.skipRealistc, "no-realistic", false, "skip the realistic script")
+	flag.StringVar(&c.compare, "compare", "", "another topix binary: each round also drains the realistic script with it, side by side")
 	flag.Parse()
 	c.concurrency = ints(conc)
 	c.rssSizes = ints(rss)
@@ -210,6 +212,7 @@ func (b *bench) drains() error {
 		conc                    int
 		ref, trivial, realistic []float64
 		cpu                     [3][]perEntry
+		other                   []float64 // realistic with -compare
 	}
 	var rows []row
 	for _, conc := range b.concurrency {
@@ -234,6 +237,16 @@ func (b *bench) drains() error {
 				r.realistic, r.cpu[2] = append(r.realistic, re), append(r.cpu[2], cpu)
 				line += fmt.Sprintf(", realistic %.0f/s (%s)", re, cpu)
 			}
+			if b.compare != "" {
+				other, cpu, err := b.drain("compare", conc, func(group string) (func() error, int, error) {
+					return b.consumerOf(b.compare, group, "realistic", conc, "in")
+				})
+				if err != nil {
+					return err
+				}
+				r.other = append(r.other, other)
+				line += fmt.Sprintf(", realistic with %s %.0f/s (%s)", b.compare, other, cpu)
+			}
 			fmt.Println(line)
 		}
 		rows = append(rows, r)
@@ -246,6 +259,11 @@ func (b *bench) drains() error {
 	for _, r := range rows {
 		a, t, re := median(r.ref), median(r.trivial), median(r.realistic)
 		fmt.Printf("| %d | %.0f | %.0f | %.2f | %.0f | %.2f |\n", r.conc, a, t, median(ratios(r.trivial, r.ref)), re, median(ratios(r.realistic, r.ref)))
+	}
+	for _, r := range rows {
+		if len(r.other) > 0 {
+			fmt.Printf("\nconcurrency %d: realistic with %s / with %s: %.3f (median of the rounds' ratios)\n", r.conc, b.compare, b.topix, median(ratios(r.other, r.realistic)))
+		}
 	}
 	fmt.Println()
 	return nil
@@ -281,7 +299,7 @@ func (b *bench) drain(what string, conc int, start func(group string) (stop func
 		return 0, cpu, err
 	}
 	defer b.rdb.XGroupDestroy(ctx, "in", group)
-	redis0 := cpuTime(b.srv.Pid())
+	redis0, self0 := cpuTime(b.srv.Pid()), cpuTime(os.Getpid())
 	stop, pid, err := start(group)
 	if err != nil {
 		return 0, cpu, err
@@ -290,6 +308,8 @@ func (b *bench) drain(what string, conc int, start func(group string) (stop func
 	cpu.redis = (cpuTime(b.srv.Pid()) - redis0) / time.Duration(b.n)
 	if pid != 0 {
 		cpu.consumer = cpuTime(pid) / time.Duration(b.n)
+	} else {
+		cpu.consumer = (cpuTime(os.Getpid()) - self0) / time.Duration(b.n)
 	}
 	if serr := stop(); err == nil {
 		err = serr
@@ -300,14 +320,12 @@ func (b *bench) drain(what string, conc int, start func(group string) (stop func
 	return float64(b.n) / last.Sub(first).Seconds(), cpu, nil
 }
 
-// perEntry is CPU time per entry drained.
+// perEntry is CPU time per entry drained, of Redis and of the consumer
+// (for the reference, this program, including its XINFO polling).
 type perEntry struct{ redis, consumer time.Duration }
 
 func (c perEntry) String() string {
-	if c.consumer == 0 {
-		return fmt.Sprintf("redis %.1fµs", us(c.redis))
-	}
-	return fmt.Sprintf("redis %.1fµs + topix %.1fµs", us(c.redis), us(c.consumer))
+	return fmt.Sprintf("cpu/entry: redis %.1fµs, consumer %.1fµs", us(c.redis), us(c.consumer))
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
@@ -401,7 +419,12 @@ func (b *bench) reference(group string, conc int) (func() error, int, error) {
 
 // topixConsumer starts `topix consumer in GROUP script`.
 func (b *bench) topixConsumer(group, script string, conc int, stream string) (func() error, int, error) {
-	p, err := b.startTopix(nil, "consumer", stream, group, b.scripts[script], "--concurrency", strconv.Itoa(conc),
+	return b.consumerOf(b.topix, group, script, conc, stream)
+}
+
+// consumerOf starts `consumer in GROUP script` with the given binary.
+func (b *bench) consumerOf(bin, group, script string, conc int, stream string) (func() error, int, error) {
+	p, err := b.startBinary(bin, nil, "consumer", stream, group, b.scripts[script], "--concurrency", strconv.Itoa(conc),
 		"--no-reload", "--log-level", "warn", "--name", "bench")
 	if err != nil {
 		return nil, 0, err
@@ -416,7 +439,11 @@ type proc struct {
 }
 
 func (b *bench) startTopix(stdin *bytes.Reader, args ...string) (*proc, error) {
-	cmd := exec.Command(b.topix, args...)
+	return b.startBinary(b.topix, stdin, args...)
+}
+
+func (b *bench) startBinary(bin string, stdin *bytes.Reader, args ...string) (*proc, error) {
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "TOPIX_REDIS_URL="+b.srv.URL(), "NO_COLOR=1")
 	if g := os.Getenv("TOPIX_GOGC"); g != "" {
 		cmd.Env = append(cmd.Env, "GOGC="+g)

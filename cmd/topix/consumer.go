@@ -73,6 +73,7 @@ group if it owns no pending entries. A second signal exits at once.`,
 	f.Duration(config.FlagName("retry_backoff"), d.RetryBackoff, "wait before retrying a failed entry; doubles with each attempt, up to 1m [$TOPIX_RETRY_BACKOFF]")
 	f.String(config.FlagName("dead_letter"), d.DeadLetter, "dead-letter stream (default: STREAM:dead) [$TOPIX_DEAD_LETTER]")
 	f.Duration(config.FlagName("prune_idle"), d.PruneIdle, "remove other consumers of the group idle this long that own no pending entries; 0 never does [$TOPIX_PRUNE_IDLE]")
+	f.Int(config.FlagName("worker_nice"), d.WorkerNice, "run the scripts this much lower in CPU priority (nice) than reading and acking, so busy scripts do not starve a Redis on the same machine; 0 keeps one priority (Linux) [$TOPIX_WORKER_NICE]")
 	f.Bool("no-reload", !d.Reload, "do not reload the script when its files change [$TOPIX_RELOAD=false]")
 	addScriptFlags(cmd)
 	return cmd
@@ -120,6 +121,7 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 		RetryBackoff:    cfg.RetryBackoff,
 		DeadLetter:      cfg.DeadLetter,
 		PruneIdle:       cfg.PruneIdle,
+		WorkerNice:      cfg.WorkerNice,
 		Logger:          log,
 	})
 	if err != nil {
