@@ -32,13 +32,12 @@ import (
 var emitBuiltin = starlark.NewBuiltin("emit", emit)
 
 func emit(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var (
-		stream string
-		fields *starlark.Dict
-		maxlen starlark.Value = starlark.None
-	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "stream", &stream, "fields", &fields, "maxlen?", &maxlen); err != nil {
-		return nil, err
+	stream, fields, maxlen, ok := emitArgs(args, kwargs)
+	if !ok {
+		var err error
+		if stream, fields, maxlen, err = unpackEmitArgs(b.Name(), args, kwargs); err != nil {
+			return nil, err
+		}
 	}
 	c := currentCall(thread)
 	if c == nil {
@@ -50,6 +49,37 @@ func emit(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 	}
 	c.emits = append(c.emits, e)
 	return starlark.None, nil
+}
+
+// emitArgs unpacks the usual forms of emit's arguments, emit(stream,
+// fields) and emit(stream, fields, maxlen = n), without the generic
+// unpacking's cost; it reports false for any other form, which UnpackArgs
+// then takes (and explains, when it is wrong).
+func emitArgs(args starlark.Tuple, kwargs []starlark.Tuple) (stream string, fields *starlark.Dict, maxlen starlark.Value, ok bool) {
+	if len(args) != 2 || len(kwargs) > 1 {
+		return "", nil, nil, false
+	}
+	s, ok1 := args[0].(starlark.String)
+	d, ok2 := args[1].(*starlark.Dict)
+	if !ok1 || !ok2 {
+		return "", nil, nil, false
+	}
+	maxlen = starlark.None
+	if len(kwargs) == 1 {
+		if kwargs[0][0] != starlark.String("maxlen") {
+			return "", nil, nil, false
+		}
+		maxlen = kwargs[0][1]
+	}
+	return string(s), d, maxlen, true
+}
+
+// unpackEmitArgs unpacks any form of emit's arguments, or says what is
+// wrong with them.
+func unpackEmitArgs(name string, args starlark.Tuple, kwargs []starlark.Tuple) (stream string, fields *starlark.Dict, maxlen starlark.Value, err error) {
+	maxlen = starlark.None
+	err = starlark.UnpackArgs(name, args, kwargs, "stream", &stream, "fields", &fields, "maxlen?", &maxlen)
+	return stream, fields, maxlen, err
 }
 
 func makeEmit(thread *starlark.Thread, stream string, fields *starlark.Dict, maxlen starlark.Value) (engine.Emit, error) {
