@@ -266,7 +266,7 @@ func (c *Consumer) work(hard context.Context, h Handler, acks chan<- []ack) {
 		}
 	}
 	for chunk := range c.entries {
-		var done []ack
+		done := make([]ack, 0, len(chunk))
 		for _, msg := range chunk {
 			if a, ok := c.process(hard, h, msg); ok {
 				done = append(done, a)

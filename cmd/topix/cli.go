@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"time"
 
@@ -125,6 +126,12 @@ func connect(ctx context.Context, cfg config.Config) (redis.UniversalClient, err
 	opts, err := config.RedisOptions(cfg.RedisURL)
 	if err != nil {
 		return nil, usageError(err)
+	}
+	if opts.PoolSize == 0 {
+		// A consumer keeps 4 reads and up to 3 flushes in flight besides its
+		// lease, claim and retry loops: go-redis's default of 10 connections
+		// per CPU would make them queue on a one-CPU machine.
+		opts.PoolSize = max(16, 10*runtime.GOMAXPROCS(0))
 	}
 	rdb := redis.NewUniversalClient(opts)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
