@@ -75,7 +75,7 @@ func main() {
 	var conc, rss string
 	flag.StringVar(&c.topix, "topix", "bin/topix", "the topix binary to measure")
 	flag.IntVar(&c.n, "n", 200000, "entries per drain run")
-	flag.IntVar(&c.rounds, "rounds", 3, "rounds of each drain measurement (the median is reported)")
+	flag.IntVar(&c.rounds, "rounds", 5, "rounds of each drain measurement (the median is reported)")
 	flag.StringVar(&conc, "concurrency", "1,2,4", "concurrencies to measure")
 	flag.IntVar(&c.batch, "batch", 100, "COUNT of the reference loop: topix's default batch size")
 	flag.StringVar(&rss, "rss", "100000,1000000", "backlog sizes for the peak RSS measurement")
@@ -260,6 +260,10 @@ func (b *bench) drains() error {
 		a, t, re := median(r.ref), median(r.trivial), median(r.realistic)
 		fmt.Printf("| %d | %.0f | %.0f | %.2f | %.0f | %.2f |\n", r.conc, a, t, median(ratios(r.trivial, r.ref)), re, median(ratios(r.realistic, r.ref)))
 	}
+	fmt.Println()
+	for _, r := range rows {
+		fmt.Printf("concurrency %d, per round: b/a %s; c/a %s\n", r.conc, fmtRatios(ratios(r.trivial, r.ref)), fmtRatios(ratios(r.realistic, r.ref)))
+	}
 	for _, r := range rows {
 		if len(r.other) > 0 {
 			fmt.Printf("\nconcurrency %d: realistic with %s / with %s: %.3f (median of the rounds' ratios)\n", r.conc, b.compare, b.topix, median(ratios(r.other, r.realistic)))
@@ -267,6 +271,14 @@ func (b *bench) drains() error {
 	}
 	fmt.Println()
 	return nil
+}
+
+func fmtRatios(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.3f", x)
+	}
+	return strings.Join(s, " ")
 }
 
 // ratios divides x by y round by round.
