@@ -124,8 +124,18 @@ func (c *Consumer) readGroup(ctx context.Context, id string, buf *bytes.Buffer) 
 	if id != ">" {
 		attempt = 0 // filled in by setAttempts
 	}
-	return c.parseReadReply(buf.Bytes(), attempt)
+	msgs, err := c.parseReadReply(buf.Bytes(), attempt) // copies what it keeps
+	if buf.Cap() > maxKeptReply {
+		// A batch of unusually large entries grew it: let it go rather than
+		// hold that much for the consumer's lifetime.
+		*buf = bytes.Buffer{}
+	}
+	return msgs, err
 }
+
+// maxKeptReply is the largest read buffer a reader keeps between reads; a
+// batch of 100 entries of 1 KB needs about a tenth of it.
+const maxKeptReply = 1 << 20
 
 // parseEntries decodes a list of [id, [field, value, ...]] entries.
 func (c *Consumer) parseEntries(entries []any, attempt int64) ([]*Message, error) {

@@ -1,9 +1,17 @@
 package engine
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/topix-dev/topix/internal/redistest"
 )
 
 func TestParseReadReply(t *testing.T) {
@@ -63,5 +71,30 @@ func TestParseReadReply(t *testing.T) {
 	var re interface{ RedisError() }
 	if _, err := c.parseReadReply([]byte("-WRONGTYPE x\r\n"), 1); !errors.As(err, &re) || !isWrongType(err) {
 		t.Errorf("error reply %v is not a Redis error", err)
+	}
+}
+
+func TestReadBufferIsKeptUnlessAReplyGrewItTooLarge(t *testing.T) {
+	rdb := redistest.Must(t).Client()
+	defer rdb.Close()
+	ctx := context.Background()
+	c := &Consumer{rdb: rdb, opts: Options{Stream: "s", Group: "g", Consumer: "c", Batch: 10, Block: 10 * time.Millisecond}}
+	if err := rdb.XGroupCreateMkStream(ctx, "s", "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	for _, size := range []int{100, 2 << 20, 100} {
+		value := strings.Repeat("x", size)
+		rdb.XAdd(ctx, &redis.XAddArgs{Stream: "s", Values: []string{"v", value}})
+		msgs, err := c.readGroup(ctx, ">", &buf)
+		if err != nil || len(msgs) != 1 || msgs[0].Fields[0].Value != value {
+			t.Fatalf("%d-byte entry: read %d entries, err %v", size, len(msgs), err)
+		}
+		switch kept := buf.Cap(); {
+		case size > maxKeptReply && kept != 0:
+			t.Errorf("after a %d-byte reply the reader keeps a %d-byte buffer", size, kept)
+		case size < maxKeptReply && kept == 0:
+			t.Errorf("after a %d-byte reply the reader dropped its buffer", size)
+		}
 	}
 }
