@@ -89,10 +89,11 @@ func (c *Consumer) ackLoop(hard context.Context, acks <-chan []ack) {
 func (c *Consumer) flush(hard context.Context, batch []ack) {
 	for n := 0; ; n++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		sent := time.Now()
 		left, err := c.flushOnce(ctx, batch)
 		cancel()
 		if err == nil {
-			c.redis.ok()
+			c.redis.ok(sent)
 			return
 		}
 		if isNoGroup(err) {
@@ -103,7 +104,7 @@ func (c *Consumer) flush(hard context.Context, batch []ack) {
 			return
 		}
 		batch = left
-		c.redis.fail("acking", err)
+		c.redis.fail("acking", err, sent)
 		if hard.Err() != nil && n > 0 {
 			c.log.Warn("gave up acking; these entries stay pending and will be delivered again",
 				"entries", len(batch), "err", err)

@@ -106,8 +106,9 @@ func (c *Consumer) leaseLoop(done context.Context) {
 	every := c.period()
 	ctx := context.WithoutCancel(done)
 	tick(done, every, func() {
+		sent := time.Now()
 		if err := c.lease(ctx, every); err != nil {
-			c.redis.fail("renewing the lease on entries in progress", err)
+			c.redis.fail("renewing the lease on entries in progress", err, sent)
 		}
 	})
 }
@@ -117,17 +118,18 @@ func (c *Consumer) leaseLoop(done context.Context) {
 func (c *Consumer) claimLoop(stop, hard context.Context) {
 	ctx := context.WithoutCancel(stop)
 	tick(stop, c.period(), func() {
+		sent := time.Now()
 		// Claim only what the workers can start soon: entries claimed into
 		// a full queue would wait here instead of elsewhere.
 		if len(c.entries) < cap(c.entries)/2+1 {
 			if err := c.reclaim(stop, hard); err != nil {
-				c.redis.fail("claiming idle entries", err)
+				c.redis.fail("claiming idle entries", err, sent)
 				return
 			}
 		}
 		if c.opts.PruneIdle > 0 {
 			if err := c.prune(ctx); err != nil {
-				c.redis.fail("pruning idle consumers", err)
+				c.redis.fail("pruning idle consumers", err, sent)
 			}
 		}
 	})

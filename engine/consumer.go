@@ -338,20 +338,31 @@ func (c *Consumer) finish() {
 
 // outage logs a Redis failure once when it starts, then once a minute
 // while it lasts, and once when it is over, instead of once per retry. One
-// outage is shared by the reader, the claimer and the acker, so that Redis
-// going away is one line, not one per loop.
+// outage is shared by the readers, the claimer, the lease and the acker, so
+// that Redis going away is one line, not one per loop.
+//
+// Commands overlap: a command sent before Redis went away may succeed after
+// another one failed, and one sent before Redis came back may fail after
+// another one succeeded. Each report therefore says when its command was
+// sent, and only a success sent after the outage began ends it, and only a
+// failure sent after the last recovery starts a new one.
 type outage struct {
-	log   *slog.Logger
-	mu    sync.Mutex
-	since time.Time
-	last  time.Time
+	log       *slog.Logger
+	mu        sync.Mutex
+	since     time.Time // when the current outage was first seen; zero when none
+	last      time.Time // when it was last logged
+	recovered time.Time // when the last outage ended
 }
 
-func (o *outage) fail(what string, err error) {
+// fail reports that a command sent at sent failed while doing what.
+func (o *outage) fail(what string, err error, sent time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := time.Now()
 	if o.since.IsZero() {
+		if sent.Before(o.recovered) {
+			return // part of the outage that just ended
+		}
 		o.since, o.last = now, now
 		o.log.Error("Redis failed; retrying with backoff", "while", what, "err", err)
 		return
@@ -362,12 +373,13 @@ func (o *outage) fail(what string, err error) {
 	}
 }
 
-func (o *outage) ok() {
+// ok reports that a command sent at sent succeeded.
+func (o *outage) ok(sent time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.since.IsZero() {
+	if !o.since.IsZero() && !sent.Before(o.since) {
 		o.log.Info("Redis works again", "after", time.Since(o.since).Round(time.Millisecond))
-		o.since = time.Time{}
+		o.since, o.recovered = time.Time{}, time.Now()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -47,12 +48,13 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 	cursor := from
 	var buf bytes.Buffer
 	for n := 0; stop.Err() == nil; {
+		sent := time.Now()
 		msgs, err := c.readGroup(ctx, cursor, &buf)
 		if err != nil {
 			if isNoGroup(err) {
 				c.recreateGroup(ctx)
 			} else {
-				c.redis.fail("reading the stream", err)
+				c.redis.fail("reading the stream", err, sent)
 			}
 			if !backoff(stop, n) {
 				return false
@@ -61,7 +63,7 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 			continue
 		}
 		n = 0
-		c.redis.ok()
+		c.redis.ok(sent)
 		// From here the entries are this consumer's: lease them at once,
 		// even while they wait for a worker.
 		c.inflight.addAll(msgs)

@@ -113,9 +113,10 @@ func (c *Consumer) redeliver(ctx, hard context.Context, ready []retry) bool {
 		args = append(args, r.id)
 		attempts[r.id] = r.attempt
 	}
+	sent := time.Now()
 	reply, err := c.rdb.Do(ctx, args...).Slice()
 	if err != nil {
-		c.redis.fail("claiming entries for a retry", err)
+		c.redis.fail("claiming entries for a retry", err, sent)
 		for _, r := range ready {
 			c.retries.add(r.id, r.attempt, time.Now().Add(c.retryDelay(1)))
 		}
