@@ -132,15 +132,6 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 			withEmits = append(withEmits, a)
 		}
 	}
-	if len(withEmits) == 0 {
-		if err := c.rdb.Process(ctx, c.xack(ctx, plain)); err != nil {
-			return batch, err
-		}
-		c.acked.Add(int64(len(plain)))
-		c.inflight.remove(plain...)
-		return nil, nil
-	}
-
 	// One array holds the arguments of all the XADDs, one the commands.
 	nargs, nemits := 0, 0
 	for _, a := range withEmits {

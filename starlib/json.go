@@ -117,11 +117,8 @@ func (d *fastDecoder) str() (string, bool) {
 }
 
 func (d *fastDecoder) object(depth int) (starlark.Value, bool) {
-	d.i++ // {
 	dict := new(starlark.Dict)
-	d.space()
-	if d.i < len(d.s) && d.s[d.i] == '}' {
-		d.i++
+	if d.empty('}') {
 		return dict, true
 	}
 	for {
@@ -143,28 +140,15 @@ func (d *fastDecoder) object(depth int) (starlark.Value, bool) {
 			return nil, false
 		}
 		_ = dict.SetKey(starlark.String(key), v) // a new dict accepts any string key
-		d.space()
-		if d.i >= len(d.s) {
-			return nil, false
-		}
-		switch d.s[d.i] {
-		case ',':
-			d.i++
-		case '}':
-			d.i++
-			return dict, true
-		default:
-			return nil, false
+		if more, ok := d.after('}'); !ok || !more {
+			return dict, ok
 		}
 	}
 }
 
 func (d *fastDecoder) array(depth int) (starlark.Value, bool) {
-	d.i++ // [
 	var elems []starlark.Value
-	d.space()
-	if d.i < len(d.s) && d.s[d.i] == ']' {
-		d.i++
+	if d.empty(']') {
 		return starlark.NewList(elems), true
 	}
 	for {
@@ -173,20 +157,39 @@ func (d *fastDecoder) array(depth int) (starlark.Value, bool) {
 			return nil, false
 		}
 		elems = append(elems, v)
-		d.space()
-		if d.i >= len(d.s) {
-			return nil, false
+		if more, ok := d.after(']'); !ok || !more {
+			return starlark.NewList(elems), ok
 		}
+	}
+}
+
+// empty consumes the opening bracket of an object or array and, if the
+// closing one comes next, that too, and reports whether it did.
+func (d *fastDecoder) empty(closing byte) bool {
+	d.i++
+	d.space()
+	if d.i < len(d.s) && d.s[d.i] == closing {
+		d.i++
+		return true
+	}
+	return false
+}
+
+// after consumes what follows an element: a comma (more elements follow)
+// or the closing bracket (the last one). Anything else is not ok.
+func (d *fastDecoder) after(closing byte) (more, ok bool) {
+	d.space()
+	if d.i < len(d.s) {
 		switch d.s[d.i] {
 		case ',':
 			d.i++
-		case ']':
+			return true, true
+		case closing:
 			d.i++
-			return starlark.NewList(elems), true
-		default:
-			return nil, false
+			return false, true
 		}
 	}
+	return false, false
 }
 
 // number reads a number as the library does: with a '.', 'e' or 'E' it is

@@ -283,6 +283,16 @@ func scan(t *testing.T, rdb *redis.Client, stream string, fn func(redis.XMessage
 // waitFor waits for cond, polling, for at most timeout.
 var waitFor = redistest.WaitFor
 
+// waitDrained waits until every entry sent was processed and none is
+// pending: what every scenario waits for before it stops its consumers.
+func waitDrained(t *testing.T, rdb *redis.Client) {
+	t.Helper()
+	waitFor(t, 120*time.Second, "every entry processed and nothing pending", func() bool {
+		c := count(t, rdb)
+		return c.processed == c.sent && c.pending == 0
+	})
+}
+
 func resultsLen(rdb *redis.Client) int64 {
 	n, _ := rdb.XLen(context.Background(), "results").Result()
 	return n

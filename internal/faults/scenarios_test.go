@@ -23,10 +23,7 @@ func TestKillOneOfTwoConsumers(t *testing.T) {
 	survivor := consumer(t, srv, "survivor", "--claim-idle", "2s")
 	waitFor(t, 60*time.Second, "a quarter of the entries", func() bool { return resultsLen(srv.rdb) >= n/4 })
 	victim.stop(t, syscall.SIGKILL, 5*time.Second)
-	waitFor(t, 120*time.Second, "every entry processed and nothing pending", func() bool {
-		c := count(t, srv.rdb)
-		return c.processed == n && c.pending == 0
-	})
+	waitDrained(t, srv.rdb)
 	survivor.stop(t, syscall.SIGTERM, 30*time.Second)
 	c := count(t, srv.rdb)
 	report(t, "a. kill -9 one of two consumers mid-run: %s", c)
@@ -57,10 +54,7 @@ func TestRedisRestartMidRun(t *testing.T) {
 	srv.restart(t)
 	// The producer goes on after the restart.
 	seed(t, srv.rdb, n/2, func(i int) []string { return plain(n/2 + i) })
-	waitFor(t, 120*time.Second, "every entry processed and nothing pending", func() bool {
-		c := count(t, srv.rdb)
-		return c.processed == c.sent && c.pending == 0
-	})
+	waitDrained(t, srv.rdb)
 	c1.stop(t, syscall.SIGTERM, 30*time.Second)
 	c := count(t, srv.rdb)
 	report(t, "b. kill -9 and restart redis-server (AOF, fsync always) mid-run: %s", c)
@@ -178,10 +172,7 @@ func TestSIGTERMDuringABurst(t *testing.T) {
 	}
 
 	second := consumer(t, srv, "c1", "--concurrency", "2")
-	waitFor(t, 120*time.Second, "the rest processed", func() bool {
-		c := count(t, srv.rdb)
-		return c.processed == n && c.pending == 0
-	})
+	waitDrained(t, srv.rdb)
 	second.stop(t, syscall.SIGTERM, 30*time.Second)
 	c := count(t, srv.rdb)
 	report(t, "e. ... after the next start: %s", c)
