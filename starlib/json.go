@@ -1,6 +1,7 @@
 package starlib
 
 import (
+	"fmt"
 	"strconv"
 
 	starjson "go.starlark.net/lib/json"
@@ -9,11 +10,15 @@ import (
 )
 
 // jsonModule is go.starlark.net's json module (encode, decode, indent) with
-// a faster decode: json.decode of a payload is most of a typical script's
-// work. The documents it sees are parsed here directly; anything
+// a faster and safer decode: json.decode of a payload is most of a typical
+// script's work. The documents it sees are parsed here directly; anything
 // unusual (escapes, non-ASCII text, integers beyond 64 bits, invalid JSON,
 // the default= argument) goes to the library's decoder, so results and
-// error messages are the library's in every case.
+// error messages are the library's in every case, but one: a document
+// nested deeper than MaxJSONDepth is refused before the library sees it.
+// The library's decoder recurses once per level on the Go stack, and a
+// field of a megabyte of "[" overflows it, which no recover can catch: it
+// would end the process, not the call.
 var jsonModule = func() *starlarkstruct.Module {
 	members := make(starlark.StringDict, len(starjson.Module.Members))
 	for name, v := range starjson.Module.Members {
@@ -29,10 +34,65 @@ var jsonModule = func() *starlarkstruct.Module {
 				}
 			}
 		}
+		if src, ok := decodeSource(args, kwargs); ok {
+			if depth := jsonDepth(src, MaxJSONDepth); depth > MaxJSONDepth {
+				return nil, fmt.Errorf("%s: the document nests arrays and objects deeper than %d levels; "+
+					"topix refuses it rather than risk the process's stack", b.Name(), MaxJSONDepth)
+			}
+		}
 		return libDecode.CallInternal(thread, args, kwargs)
 	})
 	return &starlarkstruct.Module{Name: "json", Members: members}
 }()
+
+// MaxJSONDepth is the deepest nesting of arrays and objects json.decode
+// accepts. Real documents stay far below it (Python's json stops near
+// 1000 too); the library's recursive decoder is safe far above it.
+const MaxJSONDepth = 1000
+
+// decodeSource returns the document argument of a json.decode call, if it
+// is a str (the library refuses anything else with its own error).
+func decodeSource(args starlark.Tuple, kwargs []starlark.Tuple) (string, bool) {
+	var x starlark.Value
+	if len(args) > 0 {
+		x = args[0]
+	}
+	for _, kv := range kwargs {
+		if k, _ := kv[0].(starlark.String); k == "x" {
+			x = kv[1]
+		}
+	}
+	s, ok := x.(starlark.String)
+	return string(s), ok
+}
+
+// jsonDepth returns how deep the arrays and objects of a JSON text nest,
+// brackets inside strings aside, stopping as soon as it passes limit. It
+// does not validate: invalid text is the decoder's to report.
+func jsonDepth(s string, limit int) int {
+	depth, deepest := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '[', '{':
+			depth++
+			if depth > deepest {
+				deepest = depth
+				if deepest > limit {
+					return deepest
+				}
+			}
+		case ']', '}':
+			depth--
+		case '"':
+			for i++; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' {
+					i++
+				}
+			}
+		}
+	}
+	return deepest
+}
 
 // fastDecoder parses the common subset of JSON into the values the
 // library's decoder makes (dict, list, string, int, float, bool, None). It

@@ -87,9 +87,92 @@ func FuzzJSONDecode(f *testing.F) {
 		f.Add(src)
 	}
 	f.Fuzz(func(t *testing.T, src string) {
+		if jsonDepth(src, MaxJSONDepth) > MaxJSONDepth {
+			checkTooDeep(t, src)
+			return
+		}
 		ours, lib := decodeBoth(t, src)
 		if ours != lib {
 			t.Errorf("json.decode(%q):\n ours    %s\n library %s", src, ours, lib)
+		}
+	})
+}
+
+// decodeOurs runs src through topix's json.decode.
+func decodeOurs(src string) (starlark.Value, error) {
+	thread := &starlark.Thread{Name: "test"}
+	return starlark.Call(thread, jsonModule.Members["decode"], starlark.Tuple{starlark.String(src)}, nil)
+}
+
+// checkTooDeep asserts that json.decode refuses src for its depth. The
+// library must never see such a document: at a megabyte of nesting its
+// recursion overflows the Go stack and ends the process.
+func checkTooDeep(t *testing.T, src string) {
+	t.Helper()
+	_, err := decodeOurs(src)
+	if err == nil || !strings.Contains(err.Error(), "deeper than 1000 levels") {
+		t.Fatalf("json.decode of a document nested beyond %d levels: err = %v; want the depth error", MaxJSONDepth, err)
+	}
+}
+
+func TestJSONDecodeRefusesDeepNestingWithoutCrashing(t *testing.T) {
+	for name, src := range map[string]string{
+		"1.4 MB of [":                 strings.Repeat("[", 1400_000),
+		"1.4 MB of {\"a\":":           strings.Repeat(`{"a":`, 280_000),
+		"valid, one level too deep":   strings.Repeat("[", MaxJSONDepth+1) + strings.Repeat("]", MaxJSONDepth+1),
+		"mixed, unclosed":             strings.Repeat(`[{"k":[`, 100_000),
+		"deep after a wide prefix":    "[" + strings.Repeat("1,", 10_000) + strings.Repeat("[", 2*MaxJSONDepth),
+		"deep with escapes (library)": strings.Repeat(`["\u00e9",`, 5_000),
+	} {
+		t.Run(name, func(t *testing.T) { checkTooDeep(t, src) })
+	}
+}
+
+func TestJSONDecodeDepthIgnoresBracketsInStrings(t *testing.T) {
+	// Brackets inside strings, escaped quotes included, do not nest.
+	src := `["` + strings.Repeat(`[{\"`, 5_000) + `"]`
+	v, err := decodeOurs(src)
+	if err != nil {
+		t.Fatalf("json.decode of a string full of brackets: %v", err)
+	}
+	if l, ok := v.(*starlark.List); !ok || l.Len() != 1 {
+		t.Fatalf("json.decode = %v; want a list of one string", v)
+	}
+	// At the limit itself the library's result is given.
+	deep := strings.Repeat("[", MaxJSONDepth) + strings.Repeat("]", MaxJSONDepth)
+	if ours, lib := decodeBoth(t, deep); ours != lib {
+		t.Fatalf("json.decode at the depth limit: ours %.80s, library %.80s", ours, lib)
+	}
+}
+
+// FuzzJSONDecodeNesting builds documents nested deep and wide from a
+// pattern and checks that json.decode never crashes, refuses exactly the
+// ones deeper than MaxJSONDepth, and otherwise agrees with the library.
+func FuzzJSONDecodeNesting(f *testing.F) {
+	f.Add(uint16(10), uint8(3), `[`, `1`)
+	f.Add(uint16(1001), uint8(1), `{"a":`, `null`)
+	f.Add(uint16(999), uint8(2), `[{"k":`, `"x]"`)
+	f.Add(uint16(60000), uint8(0), `[`, ``)
+	f.Fuzz(func(t *testing.T, depth uint16, width uint8, open, leaf string) {
+		if len(open) > 8 || len(leaf) > 16 {
+			return
+		}
+		var b strings.Builder
+		for range int(depth) {
+			b.WriteString(open)
+			for range int(width % 8) {
+				b.WriteString(leaf)
+				b.WriteByte(',')
+			}
+		}
+		b.WriteString(leaf)
+		src := b.String()
+		if jsonDepth(src, MaxJSONDepth) > MaxJSONDepth {
+			checkTooDeep(t, src)
+			return
+		}
+		if ours, lib := decodeBoth(t, src); ours != lib {
+			t.Fatalf("json.decode(%.200q):\n ours    %.200s\n library %.200s", src, ours, lib)
 		}
 	})
 }
