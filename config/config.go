@@ -62,6 +62,7 @@ type Config struct {
 	Bytes       bool          `koanf:"bytes"`        // data as a dict of bytes, not str
 	MaxSteps    int64         `koanf:"max_steps"`    // Starlark steps one call may take
 	CallTimeout time.Duration `koanf:"call_timeout"` // wall-clock time one call may take
+	MaxMemory   ByteSize      `koanf:"max_memory"`   // heap above which the calls in flight are cancelled; 0: DefaultMaxMemory
 	Reload      bool          `koanf:"reload"`       // reload the script when its files change (flag: --no-reload)
 
 	// Emit.
@@ -159,7 +160,7 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Config, error) {
 
 	var c Config
 	err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{DecoderConfig: &mapstructure.DecoderConfig{
-		DecodeHook:       mapstructure.ComposeDecodeHookFunc(durationHook),
+		DecodeHook:       mapstructure.ComposeDecodeHookFunc(durationHook, sizeHook),
 		WeaklyTypedInput: true,
 		Result:           &c,
 		TagName:          "koanf",
@@ -250,10 +251,27 @@ func (c Config) Validate() error {
 	if c.CallTimeout <= 0 {
 		return fmt.Errorf("call_timeout %s: use a positive duration like 30s", c.CallTimeout)
 	}
+	if c.MaxMemory != 0 && c.MaxMemory < MinMaxMemory {
+		return fmt.Errorf("max_memory %s: use at least %s (topix itself needs some), or leave it unset for half of the memory available", c.MaxMemory, MinMaxMemory)
+	}
 	if c.MaxLen < 0 {
 		return fmt.Errorf("maxlen %d: use 0 (no trimming) or more", c.MaxLen)
 	}
 	return nil
+}
+
+// MinMaxMemory is the lowest memory ceiling topix accepts: below it, the
+// heap of the consumer itself (read buffers, entries waiting for a worker)
+// would cancel calls that allocate nothing.
+const MinMaxMemory = ByteSize(64 << 20)
+
+// MemoryCeiling returns MaxMemory, or DefaultMaxMemory when it is unset,
+// and where the figure came from.
+func (c Config) MemoryCeiling() (ByteSize, string) {
+	if c.MaxMemory != 0 {
+		return c.MaxMemory, "max_memory"
+	}
+	return DefaultMaxMemory()
 }
 
 // BatchSize returns the XREADGROUP COUNT: Batch when set, or else enough

@@ -88,3 +88,51 @@ func TestLoadPrecedence(t *testing.T) {
 		t.Errorf("config = %+v", c)
 	}
 }
+
+func TestMaxMemory(t *testing.T) {
+	for _, tc := range []struct {
+		file, env, flag string
+		want            config.ByteSize
+		err             string
+	}{
+		{want: 0},
+		{env: "512MiB", want: 512 << 20},
+		{file: `max_memory = "2GiB"`, want: 2 << 30},
+		{file: `max_memory = 1000000000`, want: 1e9},
+		{file: `max_memory = "1.5GB"`, flag: "3g", want: 3e9},
+		{flag: "auto", want: 0},
+		{env: "lots", err: `"lots" is not a size; write it like 512MiB, 2GiB or 1GB`},
+		{flag: "10MiB", err: "max_memory 10MiB: use at least 64MiB"},
+		{flag: "-1", err: `"-1" is not a size`},
+	} {
+		t.Run(tc.file+tc.env+tc.flag, func(t *testing.T) {
+			path := ""
+			if tc.file != "" {
+				path = filepath.Join(t.TempDir(), "topix.toml")
+				os.WriteFile(path, []byte(tc.file+"\n"), 0o644)
+			}
+			fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+			fs.String("max-memory", "auto", "")
+			if tc.flag != "" {
+				fs.Parse([]string{"--max-memory", tc.flag})
+			}
+			var env []string
+			if tc.env != "" {
+				env = []string{"TOPIX_MAX_MEMORY=" + tc.env}
+			}
+			c, err := config.Load(path, env, fs)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("err = %v, want one line with %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || c.MaxMemory != tc.want {
+				t.Fatalf("max_memory = %v (%d), %v; want %d", c.MaxMemory, c.MaxMemory, err, tc.want)
+			}
+		})
+	}
+	if ceiling, source := config.DefaultMaxMemory(); ceiling < config.MinMaxMemory || source == "" {
+		t.Errorf("the default ceiling is %s (%s)", ceiling, source)
+	}
+}

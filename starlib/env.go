@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	starmath "go.starlark.net/lib/math"
@@ -31,6 +32,26 @@ type Env struct {
 
 	MaxSteps    uint64        // Starlark steps one call may take; 0 means DefaultMaxSteps
 	CallTimeout time.Duration // wall-clock time one call may take; 0 means DefaultCallTimeout
+
+	// MaxMemory is the heap, in bytes, above which every call in flight
+	// (and a top level being run, as by a reload) is cancelled with
+	// "memory limit exceeded"; 0 means no ceiling. See the watchdog.
+	MaxMemory uint64
+
+	dogOnce sync.Once
+	dog     *watchdog
+}
+
+// defaultWatchdog serves a nil Env.
+var defaultWatchdog = &watchdog{}
+
+// watchdog returns the Env's watchdog, made on first use.
+func (e *Env) watchdog() *watchdog {
+	if e == nil {
+		return defaultWatchdog
+	}
+	e.dogOnce.Do(func() { e.dog = &watchdog{maxMemory: e.MaxMemory} })
+	return e.dog
 }
 
 func (e *Env) logger() *slog.Logger {

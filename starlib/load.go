@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"go.starlark.net/starlark"
 )
@@ -55,11 +54,12 @@ func (l *loader) exec(name, abs string, src []byte) (starlark.StringDict, error)
 	thread := l.env.newThread("load " + name)
 	thread.Load = l.load
 	// The top level runs under the same limits as a call.
-	timer := time.AfterFunc(l.env.callTimeout(), func() {
-		thread.Cancel(fmt.Sprintf("the top level took longer than the call timeout (%s)", l.env.callTimeout()))
-	})
+	g := l.env.watchdog().newGuard(thread)
+	deadline := g.begin(nil, l.env.callTimeout(), fmt.Sprintf("the top level took longer than the call timeout (%s)", l.env.callTimeout()))
 	globals, err := prog.Init(thread, predeclared)
-	timer.Stop()
+	if why := g.end(deadline); why != "" && err == nil {
+		err = errors.New(why)
+	}
 	if err != nil {
 		return nil, runError(err)
 	}

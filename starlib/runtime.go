@@ -2,10 +2,10 @@ package starlib
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
@@ -34,7 +34,8 @@ func (r *Runtime) Script() *Script { return r.script.Load() }
 // NewHandler returns the handler of one worker.
 func (r *Runtime) NewHandler(worker int) (engine.Handler, error) {
 	h := &handler{rt: r, thread: r.env.newThread(fmt.Sprintf("worker-%d", worker))}
-	h.thread.OnMaxSteps = h.checkpoint
+	h.guard = r.env.watchdog().newGuard(h.thread)
+	h.timeout = fmt.Sprintf("the call took longer than the call timeout (%s)", r.env.callTimeout())
 	h.thread.SetLocal(callKey, &h.call)
 	return h, nil
 }
@@ -59,11 +60,6 @@ func currentCall(thread *starlark.Thread) *call {
 	return c
 }
 
-// checkEvery is how many Starlark steps a call runs between two looks at
-// its limits: about a few milliseconds of work, so a limit is enforced
-// within that, and a call pays for no timer or goroutine.
-const checkEvery = 1 << 20
-
 // handler is one worker's: its Starlark thread runs one call at a time.
 type handler struct {
 	rt     *Runtime
@@ -71,14 +67,14 @@ type handler struct {
 	call   call
 	args   [2]starlark.Value
 
-	// The limits of the call in progress, checked by checkpoint.
-	ctx      context.Context
-	deadline time.Time
-	budget   uint64
+	guard   *guard // the watchdog's: call timeout, cancellation, memory
+	timeout string // the error of a call that outlived the call timeout
 }
 
 // Handle calls the consumer function on one entry, within the step budget
-// and the call timeout; the call is cancelled when ctx is.
+// (the interpreter's own, exact), the call timeout and the memory ceiling
+// (the watchdog's); the call is cancelled when ctx is. A call that
+// outlived a limit fails, even if it returned before it was stopped.
 func (h *handler) Handle(ctx context.Context, msg *engine.Message) engine.Result {
 	s := h.rt.script.Load()
 	env := h.rt.env
@@ -88,12 +84,13 @@ func (h *handler) Handle(ctx context.Context, msg *engine.Message) engine.Result
 		args[1] = msgStruct(msg)
 	}
 	h.call = call{msg: msg}
-	h.ctx, h.deadline, h.budget = ctx, time.Now().Add(env.callTimeout()), env.maxSteps()
-	h.thread.Uncancel()
 	h.thread.Steps = 0
-	h.thread.SetMaxExecutionSteps(min(checkEvery, h.budget))
+	deadline := h.guard.begin(ctx, env.callTimeout(), h.timeout)
 
 	_, err := starlark.Call(h.thread, s.fn, args, nil)
+	if why := h.guard.end(deadline); why != "" && err == nil {
+		err = errors.New(why)
+	}
 
 	emits := h.call.emits
 	h.call = call{}
@@ -102,22 +99,6 @@ func (h *handler) Handle(ctx context.Context, msg *engine.Message) engine.Result
 		return engine.Result{Err: runError(err)}
 	}
 	return engine.Result{Emits: emits}
-}
-
-// checkpoint runs every checkEvery steps of a call: it stops the call when
-// it used its step budget, outlived the call timeout, or its context was
-// cancelled, and lets it run on otherwise.
-func (h *handler) checkpoint(thread *starlark.Thread) {
-	switch {
-	case thread.Steps >= h.budget:
-		thread.Cancel(fmt.Sprintf("the call took more than the step budget (%d steps)", h.budget))
-	case h.ctx != nil && h.ctx.Err() != nil:
-		thread.Cancel("the call was cancelled: " + context.Cause(h.ctx).Error())
-	case time.Now().After(h.deadline):
-		thread.Cancel(fmt.Sprintf("the call took longer than the call timeout (%s)", h.rt.env.callTimeout()))
-	default:
-		thread.SetMaxExecutionSteps(min(thread.Steps+checkEvery, h.budget))
-	}
 }
 
 // entryDict converts an entry's fields to the dict a consumer gets: str

@@ -109,9 +109,8 @@ func consume(env *Env) func(*starlark.Thread, *starlark.Builtin, starlark.Tuple,
 			return nil, err
 		}
 		script := &Script{Path: "test", Func: fn.Name(), fn: fn, arity: arity}
-		e := *env
-		e.Bytes = asBytes
-		h, _ := NewRuntime(script, &e).NewHandler(0)
+		e := &Env{Logger: env.Logger, Bytes: asBytes, MaxSteps: env.MaxSteps, CallTimeout: env.CallTimeout, MaxMemory: env.MaxMemory}
+		h, _ := NewRuntime(script, e).NewHandler(0)
 		res := h.Handle(context.Background(), msg)
 		if res.Err != nil {
 			return nil, res.Err

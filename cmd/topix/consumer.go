@@ -127,7 +127,9 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return usageError(err)
 	}
-	log.Debug("script loaded", "script", script.Path, "func", script.Func)
+	ceiling, source := cfg.MemoryCeiling()
+	log.Debug("script loaded", "script", script.Path, "func", script.Func,
+		"max_steps", cfg.MaxSteps, "call_timeout", cfg.CallTimeout.String(), "max_memory", ceiling.String(), "max_memory_from", source)
 	if cfg.Reload {
 		go func() {
 			if err := rt.Watch(ctx); err != nil {

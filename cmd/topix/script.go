@@ -17,6 +17,7 @@ func addScriptFlags(cmd *cobra.Command) {
 	f.Bool(config.FlagName("bytes"), d.Bytes, "hand data to the function as a dict of bytes to bytes instead of str to str [$TOPIX_BYTES]")
 	f.Int64(config.FlagName("max_steps"), d.MaxSteps, "Starlark steps one call may take before it fails [$TOPIX_MAX_STEPS]")
 	f.Duration(config.FlagName("call_timeout"), d.CallTimeout, "wall-clock time one call may take before it fails [$TOPIX_CALL_TIMEOUT]")
+	f.String(config.FlagName("max_memory"), "auto", "heap size (like 512MiB or 2GiB) above which the calls in flight fail with \"memory limit exceeded\"; auto is half of the machine's or the container's memory [$TOPIX_MAX_MEMORY]")
 }
 
 // loadScript checks the script target before anything else happens; its
@@ -32,6 +33,8 @@ func loadScript(target string, cfg config.Config, log *slog.Logger) (*starlib.Sc
 		MaxSteps:    uint64(cfg.MaxSteps),
 		CallTimeout: cfg.CallTimeout,
 	}
+	ceiling, _ := cfg.MemoryCeiling()
+	env.MaxMemory = uint64(ceiling)
 	script, err := starlib.Compile(path, fn, env)
 	if err != nil {
 		return nil, nil, usageError(err)
