@@ -1,6 +1,7 @@
 package starlib
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -55,7 +56,7 @@ func (l *loader) exec(name, abs string, src []byte) (starlark.StringDict, error)
 	thread.Load = l.load
 	// The top level runs under the same limits as a call.
 	g := l.env.watchdog().newGuard(thread)
-	deadline := g.begin(nil, l.env.callTimeout(), fmt.Sprintf("the top level took longer than the call timeout (%s)", l.env.callTimeout()))
+	deadline := g.begin(context.Background(), l.env.callTimeout(), fmt.Sprintf("the top level took longer than the call timeout (%s)", l.env.callTimeout()))
 	globals, err := prog.Init(thread, predeclared)
 	if why := g.end(deadline); why != "" && err == nil {
 		err = errors.New(why)

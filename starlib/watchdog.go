@@ -85,7 +85,7 @@ func (w *watchdog) newGuard(thread *starlark.Thread) *guard {
 	return g
 }
 
-// begin starts a run limited to timeout and to ctx (which may be nil):
+// begin starts a run limited to timeout and to ctx:
 // from here the watchdog may cancel the thread. why says what the timeout
 // limits, for the error. The thread must not be running. The deadline is
 // on the watchdog's clock, which may be a tick late: a run may be stopped
@@ -101,12 +101,8 @@ func (g *guard) begin(ctx context.Context, timeout time.Duration, why string) (d
 	g.run.Add(1)
 	g.deadline.Store(deadline)
 	g.mu.Unlock()
-	if ctx != nil {
-		if box := g.ctx.Load(); box == nil || box.ctx != ctx {
-			g.ctx.Store(&ctxBox{ctx})
-		}
-	} else if g.ctx.Load() != nil {
-		g.ctx.Store(nil)
+	if box := g.ctx.Load(); box == nil || box.ctx != ctx {
+		g.ctx.Store(&ctxBox{ctx})
 	}
 	return deadline
 }
