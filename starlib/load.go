@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -78,6 +77,9 @@ func (l *loader) load(thread *starlark.Thread, name string) (starlark.StringDict
 	if filepath.IsAbs(name) {
 		return nil, fmt.Errorf("give a path relative to %s", filepath.Base(from))
 	}
+	if filepath.Ext(name) != StarExt {
+		return nil, fmt.Errorf("only %s files can be loaded; a module is a Starlark file named *%s", StarExt, StarExt)
+	}
 	abs := filepath.Join(filepath.Dir(fromAbs), name)
 	if !within(l.dir, abs) {
 		return nil, fmt.Errorf("it is outside the script's directory %s; modules must live under it", l.dir)
@@ -101,7 +103,7 @@ func (l *loader) load(thread *starlark.Thread, name string) (starlark.StringDict
 	}
 	m := &module{loading: true}
 	l.modules[real] = m
-	src, err := os.ReadFile(real)
+	src, err := readStar("module", real)
 	if err != nil {
 		m.err = err
 	} else {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -279,5 +280,59 @@ func TestTopLevelRunsUnderTheLimits(t *testing.T) {
 	_, err := starlib.Compile(path, "consumer", &starlib.Env{MaxSteps: 1000})
 	if err == nil || !strings.Contains(err.Error(), "step budget") {
 		t.Fatalf("err = %v, want the step budget", err)
+	}
+}
+
+func TestOnlyRegularStarFilesAreRunOrLoaded(t *testing.T) {
+	// topix.toml is valid Starlark: loading it would hand a script the
+	// Redis password, and compiling a non-Starlark file would quote it.
+	dir := writeTree(t, map[string]string{
+		"topix.toml":      "redis_url = \"redis://:hunter2@db:6379\"\n",
+		"secret.txt":      "password = hunter2\n",
+		"toml.star":       "load('topix.toml', 'redis_url')\ndef consumer(data):\n    pass\n",
+		"txt.star":        "load('secret.txt', 'password')\ndef consumer(data):\n    pass\n",
+		"fifo.star":       "load('pipe.star', 'X')\ndef consumer(data):\n    pass\n",
+		"dir.star":        "load('sub.star', 'X')\ndef consumer(data):\n    pass\n",
+		"sub.star/x.star": "X = 1\n",
+		"big.star":        "load('huge.star', 'X')\ndef consumer(data):\n    pass\n",
+	})
+	if err := syscall.Mkfifo(filepath.Join(dir, "pipe.star"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "main-pipe.star"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "huge.star"), bytes.Repeat([]byte("# padding\n"), starlib.MaxScriptSize/10+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ script, err string }{
+		{"toml.star", "cannot load topix.toml: only .star files can be loaded"},
+		{"txt.star", "cannot load secret.txt: only .star files can be loaded"},
+		{"fifo.star", "pipe.star is not a regular file (a named pipe)"},
+		{"dir.star", "sub.star is a directory"},
+		{"big.star", "a Starlark file may hold at most 16 MiB"},
+		{"main-pipe.star", "script " + filepath.Join(dir, "main-pipe.star") + " is not a regular file (a named pipe); give a .star file"},
+		{"topix.toml", "script " + filepath.Join(dir, "topix.toml") + ": not a .star file"},
+		{"secret.txt", "not a .star file; topix runs and loads Starlark files named *.star only"},
+	} {
+		t.Run(tc.script, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() {
+				_, err := starlib.Compile(filepath.Join(dir, tc.script), "consumer", nil)
+				done <- err
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Compile hangs")
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("err = %v, want %q", err, tc.err)
+			}
+			if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("the error quotes a file or spans lines: %q", err)
+			}
+		})
 	}
 }

@@ -138,25 +138,18 @@ func checkParams(f *starlark.Function) (int, error) {
 // readScript reads a script, trying path + ".star" when path has no
 // extension and does not exist (so app:consumer works as in the original).
 func readScript(path string) (string, []byte, error) {
-	src, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) && filepath.Ext(path) == "" {
-		if alt, altErr := os.ReadFile(path + ".star"); altErr == nil {
-			return path + ".star", alt, nil
+	if filepath.Ext(path) == "" {
+		if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+			if _, err := os.Lstat(path + StarExt); err == nil {
+				path += StarExt
+			}
+		}
+		if st, err := os.Stat(path); err == nil && st.IsDir() {
+			return "", nil, fmt.Errorf("script %s is a directory; give a .star file, like %s", path, filepath.Join(path, "app.star"))
 		}
 	}
-	if err == nil {
-		return path, src, nil
-	}
-	if st, statErr := os.Stat(path); statErr == nil && st.IsDir() {
-		return "", nil, fmt.Errorf("script %s is a directory; give a .star file, like %s", path, filepath.Join(path, "app.star"))
-	}
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return "", nil, fmt.Errorf("script %s: no such file", path)
-	case errors.Is(err, fs.ErrPermission):
-		return "", nil, fmt.Errorf("script %s: permission denied; make it readable", path)
-	}
-	return "", nil, fmt.Errorf("script %s: %w", path, err)
+	src, err := readStar("script", path)
+	return path, src, err
 }
 
 // CompileError is a file that does not compile: every syntax or resolve
