@@ -116,8 +116,9 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Config, error) {
 	if err := k.Load(confmap.Provider(toMap(Defaults()), "."), nil); err != nil {
 		return Config{}, err
 	}
+	from := map[string]string{} // key -> where its value came from
 	if path != "" {
-		if err := loadFile(k, path); err != nil {
+		if err := loadFile(k, path, from); err != nil {
 			return Config{}, err
 		}
 	}
@@ -132,6 +133,7 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Config, error) {
 				// empty variable counts as unset, as in most tools.
 				return "", nil
 			}
+			from[key] = name
 			return key, value
 		},
 	})
@@ -145,12 +147,14 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Config, error) {
 			}
 			if key, ok := negatedFlags[f.Name]; ok {
 				on, _ := posflag.FlagVal(fs, f).(bool)
+				from[key] = "--" + f.Name
 				return key, !on
 			}
 			key := strings.ReplaceAll(f.Name, "-", "_")
 			if !slices.Contains(known, key) {
 				return "", nil
 			}
+			from[key] = "--" + f.Name
 			return key, posflag.FlagVal(fs, f)
 		})
 		if err := k.Load(flags, nil); err != nil {
@@ -169,12 +173,20 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Config, error) {
 		return Config{}, fmt.Errorf("configuration: %s", oneLine(err))
 	}
 	if err := c.Validate(); err != nil {
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			src := from[fe.Key]
+			if src == "" {
+				src = "the default"
+			}
+			return Config{}, fmt.Errorf("%s [set by %s]", fe.Msg, src)
+		}
 		return Config{}, err
 	}
 	return c, nil
 }
 
-func loadFile(k *koanf.Koanf, path string) error {
+func loadFile(k *koanf.Koanf, path string, from map[string]string) error {
 	var parser koanf.Parser
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".toml":
@@ -198,64 +210,93 @@ func loadFile(k *koanf.Koanf, path string) error {
 		if !slices.Contains(known, key) {
 			return fmt.Errorf("config file %s: unknown key %q; the keys are %s", path, key, strings.Join(known, ", "))
 		}
+		from[key] = "config file " + path
 	}
 	return k.Merge(fk)
+}
+
+// Bounds of the values topix accepts: beyond them a value cannot work,
+// or costs more than any deployment needs.
+const (
+	// MaxConcurrency bounds the workers. With --worker-nice each holds an
+	// OS thread for its life, and Go stops the process past 10,000
+	// threads ("thread exhaustion"); ThreadLimit lowers it further.
+	MaxConcurrency = 4096
+	MaxBatch       = 10_000
+	MaxAttempts    = 1000
+	MinClaimIdle   = time.Second // the lease renews every claim_idle/3: it needs room for a slow round trip
+	MaxBlock       = time.Minute // a stop waits for the read in flight
+	MaxDuration    = 7 * 24 * time.Hour
+)
+
+// FieldError is a value of one key that topix cannot work with. Load adds
+// where the value came from (a flag, a variable, a config file).
+type FieldError struct {
+	Key string
+	Msg string
+}
+
+func (e *FieldError) Error() string { return e.Msg }
+
+func bad(key, format string, args ...any) error {
+	return &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // Validate reports the first value that topix cannot work with.
 func (c Config) Validate() error {
 	if _, err := RedisOptions(c.RedisURL); err != nil {
-		return err
+		return &FieldError{Key: "redis_url", Msg: err.Error()}
 	}
 	switch c.LogFormat {
 	case "text", "json":
 	default:
-		return fmt.Errorf("log_format %q: use text or json", c.LogFormat)
+		return bad("log_format", "log_format %q: use text or json", c.LogFormat)
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
-		return err
+		return &FieldError{Key: "log_level", Msg: err.Error()}
 	}
-	if c.Concurrency < 1 {
-		return fmt.Errorf("concurrency %d: use 1 or more workers", c.Concurrency)
+	if limit := min(MaxConcurrency, ThreadLimit()/2); c.Concurrency < 1 || c.Concurrency > limit {
+		return bad("concurrency", "concurrency %d: use 1 to %d workers (each may hold an OS thread, and this system allows %d threads)", c.Concurrency, limit, ThreadLimit())
 	}
-	if c.Batch < 0 {
-		return fmt.Errorf("batch %d: use 0 (sized to the workers) or more", c.Batch)
+	if c.Batch < 0 || c.Batch > MaxBatch {
+		return bad("batch", "batch %d: use 0 (sized to the workers) or up to %d entries per read", c.Batch, MaxBatch)
 	}
-	if c.Block < time.Millisecond {
-		return fmt.Errorf("block %s: use at least 1ms (the read wait must be finite, so topix can stop)", c.Block)
+	if c.Block < time.Millisecond || c.Block > MaxBlock {
+		return bad("block", "block %s: use 1ms to %s (the read wait must be finite and short, so topix can stop)", c.Block, MaxBlock)
 	}
 	if !validStart(c.Start) {
-		return fmt.Errorf("start %q: use 0 (the whole stream), $ (only new entries) or an entry id like 1700000000000-0", c.Start)
+		return bad("start", "start %q: use 0 (the whole stream), $ (only new entries) or an entry id like 1700000000000-0", c.Start)
 	}
-	if c.ShutdownTimeout <= 0 {
-		return fmt.Errorf("shutdown_timeout %s: use a positive duration like 30s", c.ShutdownTimeout)
+	if c.ShutdownTimeout <= 0 || c.ShutdownTimeout > MaxDuration {
+		return bad("shutdown_timeout", "shutdown_timeout %s: use a positive duration up to %s, like 30s", c.ShutdownTimeout, MaxDuration)
 	}
-	if c.ClaimIdle <= 0 {
-		return fmt.Errorf("claim_idle %s: use a positive duration like 60s", c.ClaimIdle)
+	if c.ClaimIdle < MinClaimIdle || c.ClaimIdle > MaxDuration {
+		return bad("claim_idle", "claim_idle %s: use %s to %s, like 60s (the entries a consumer works on are renewed every claim_idle/3; below %s a slow round trip lets another consumer run them too)",
+			c.ClaimIdle, MinClaimIdle, MaxDuration, MinClaimIdle)
 	}
-	if c.MaxAttempts < 1 {
-		return fmt.Errorf("max_attempts %d: use 1 (no retries) or more", c.MaxAttempts)
+	if c.MaxAttempts < 1 || c.MaxAttempts > MaxAttempts {
+		return bad("max_attempts", "max_attempts %d: use 1 (no retries) to %d", c.MaxAttempts, MaxAttempts)
 	}
-	if c.RetryBackoff <= 0 {
-		return fmt.Errorf("retry_backoff %s: use a positive duration like 1s", c.RetryBackoff)
+	if c.RetryBackoff <= 0 || c.RetryBackoff > MaxDuration {
+		return bad("retry_backoff", "retry_backoff %s: use a positive duration up to %s, like 1s", c.RetryBackoff, MaxDuration)
 	}
-	if c.PruneIdle < 0 {
-		return fmt.Errorf("prune_idle %s: use 0 (never) or a positive duration", c.PruneIdle)
+	if c.PruneIdle < 0 || c.PruneIdle > MaxDuration {
+		return bad("prune_idle", "prune_idle %s: use 0 (never) or a positive duration up to %s", c.PruneIdle, MaxDuration)
 	}
 	if c.WorkerNice < 0 || c.WorkerNice > 19 {
-		return fmt.Errorf("worker_nice %d: use 0 (same priority as the rest of topix) to 19 (the lowest)", c.WorkerNice)
+		return bad("worker_nice", "worker_nice %d: use 0 (same priority as the rest of topix) to 19 (the lowest)", c.WorkerNice)
 	}
 	if c.MaxSteps < 1 {
-		return fmt.Errorf("max_steps %d: use 1 or more (the default is %d)", c.MaxSteps, Defaults().MaxSteps)
+		return bad("max_steps", "max_steps %d: use 1 or more (the default is %d)", c.MaxSteps, Defaults().MaxSteps)
 	}
-	if c.CallTimeout <= 0 {
-		return fmt.Errorf("call_timeout %s: use a positive duration like 30s", c.CallTimeout)
+	if c.CallTimeout <= 0 || c.CallTimeout > MaxDuration {
+		return bad("call_timeout", "call_timeout %s: use a positive duration up to %s, like 30s", c.CallTimeout, MaxDuration)
 	}
 	if c.MaxMemory != 0 && c.MaxMemory < MinMaxMemory {
-		return fmt.Errorf("max_memory %s: use at least %s (topix itself needs some), or leave it unset for half of the memory available", c.MaxMemory, MinMaxMemory)
+		return bad("max_memory", "max_memory %s: use at least %s (topix itself needs some), or leave it unset for half of the memory available", c.MaxMemory, MinMaxMemory)
 	}
 	if c.MaxLen < 0 {
-		return fmt.Errorf("maxlen %d: use 0 (no trimming) or more", c.MaxLen)
+		return bad("maxlen", "maxlen %d: use 0 (no trimming) or more", c.MaxLen)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // ByteSize is a size in bytes, written in a config file, a variable or a
@@ -129,3 +130,27 @@ func meminfoTotal() uint64 {
 	}
 	return 0
 }
+
+// goMaxThreads is the Go runtime's default limit of OS threads; past it
+// the process dies with "thread exhaustion".
+const goMaxThreads = 10_000
+
+// ThreadLimit returns how many OS threads topix can count on: the lowest
+// of Go's limit, the kernel's (threads-max) and the user's (RLIMIT_NPROC,
+// which counts threads on Linux).
+func ThreadLimit() int {
+	limit := goMaxThreads
+	if b, err := os.ReadFile("/proc/sys/kernel/threads-max"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
+			limit = min(limit, n)
+		}
+	}
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(rlimitNproc, &rl); err == nil && rl.Cur > 0 && rl.Cur < uint64(limit) {
+		limit = int(rl.Cur)
+	}
+	return limit
+}
+
+// rlimitNproc is RLIMIT_NPROC on Linux.
+const rlimitNproc = 6

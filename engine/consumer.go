@@ -66,6 +66,10 @@ type Options struct {
 	Logger *slog.Logger // default slog.Default()
 }
 
+// MaxConcurrency bounds Options.Concurrency: with WorkerNice each worker
+// holds an OS thread, and Go ends the process past 10,000 threads.
+const MaxConcurrency = 4096
+
 // MaxRetryBackoff caps the wait between two attempts of a failed entry
 // (unless RetryBackoff itself is longer).
 const MaxRetryBackoff = time.Minute
@@ -85,6 +89,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 1
+	}
+	if o.Concurrency > MaxConcurrency {
+		return fmt.Errorf("concurrency %d: use at most %d workers (with WorkerNice each holds an OS thread)", o.Concurrency, MaxConcurrency)
 	}
 	if o.Batch <= 0 {
 		o.Batch = max(100, 20*o.Concurrency)
