@@ -172,6 +172,7 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 	if len(plain) > 0 {
 		plainAck = c.xack(ctx, plain)
 		_ = pipe.Process(ctx, plainAck)
+		c.deleteRecords(ctx, pipe, plain)
 	}
 	sent, _ := pipe.Exec(ctx)
 	for _, cmd := range sent {
@@ -211,7 +212,16 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 	if len(ready) == 0 {
 		return nil, nil
 	}
-	if err := c.rdb.Process(ctx, c.xack(ctx, ready)); err != nil {
+	ackReady := c.xack(ctx, ready)
+	if had := c.attempts.forget(ready); len(had) > 0 {
+		pipe := c.rdb.Pipeline()
+		_ = pipe.Process(ctx, ackReady)
+		pipe.HDel(ctx, c.attempts.key, had...)
+		_, _ = pipe.Exec(ctx)
+	} else {
+		_ = c.rdb.Process(ctx, ackReady)
+	}
+	if err := ackReady.Err(); err != nil {
 		left = make([]ack, 0, len(ready))
 		for _, id := range ready {
 			left = append(left, ack{id: id}) // its emits are in; only the ack is missing

@@ -218,6 +218,7 @@ func (c *Consumer) reclaim(stop, hard context.Context) error {
 			if gone, _ := reply[2].([]any); len(gone) > 0 {
 				for _, id := range gone {
 					c.inflight.remove(fmt.Sprint(id))
+					c.attempts.forget([]string{fmt.Sprint(id)})
 				}
 				c.acked.Add(int64(len(gone)))
 				c.log.Warn("removed pending entries whose data was deleted or trimmed before they were processed", "ids", gone)
@@ -230,7 +231,7 @@ func (c *Consumer) reclaim(stop, hard context.Context) error {
 		msgs = slices.DeleteFunc(msgs, func(m *Message) bool { return c.inflight.has(m.ID) })
 		if len(msgs) > 0 {
 			c.inflight.addAll(msgs)
-			c.setAttempts(ctx, msgs)
+			c.loadRecords(ctx, msgs)
 			c.claimed.Add(int64(len(msgs)))
 			c.log.Info("claimed idle entries from the group's pending lists", "entries", len(msgs), "idle_at_least", c.opts.ClaimIdle.String())
 			if !c.deliver(ctx, hard, msgs) {

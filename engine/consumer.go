@@ -38,9 +38,10 @@ type Options struct {
 	// nobody claims them mid-call. Default 60s.
 	ClaimIdle time.Duration
 
-	// MaxAttempts is how many deliveries a failing entry gets (counted by
-	// Redis's delivery count) before it goes to the dead-letter stream.
-	// Default 5.
+	// MaxAttempts is how many calls a failing entry gets before it goes
+	// to the dead-letter stream. Calls cut short because their consumer
+	// stopped count; deliveries that never reached a call do not (see
+	// attempts.go). Default 5.
 	MaxAttempts int
 
 	// RetryBackoff is the wait before the second attempt of a failed entry;
@@ -148,6 +149,7 @@ type Consumer struct {
 	pending                                 int64
 
 	inflight inflight        // entries this consumer holds: read, not yet acked
+	attempts *attempts       // the attempt records of entries whose attempts matter after a stop
 	retries  retryQueue      // failed entries waiting for their next attempt
 	redis    *outage         // logs Redis failures once per outage
 	entries  chan []*Message // to the workers, in chunks
@@ -163,6 +165,7 @@ func New(rdb redis.UniversalClient, rt Runtime, opts Options) (*Consumer, error)
 	log := opts.Logger.With("stream", opts.Stream, "group", opts.Group, "consumer", opts.Consumer)
 	c := &Consumer{rdb: rdb, rt: rt, opts: opts, log: log, redis: &outage{log: log}}
 	c.inflight.m = map[string]time.Time{}
+	c.attempts = newAttempts(AttemptsKey(opts.Stream, opts.Group), opts.Concurrency)
 	c.retries.wake = make(chan struct{}, 1)
 	return c, nil
 }
@@ -236,15 +239,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 		producers.Wait()
 		close(c.entries)
 	}()
-	for _, h := range handlers {
-		workers.Go(func() { c.work(hard, h, acks) })
+	for w, h := range handlers {
+		workers.Go(func() { c.work(hard, w, h, acks) })
 	}
 	leasing, stopLease := context.WithCancel(context.WithoutCancel(ctx))
-	leaseDone := make(chan struct{})
-	go func() {
-		defer close(leaseDone)
-		c.leaseLoop(leasing)
-	}()
+	var lease sync.WaitGroup
+	lease.Go(func() { c.leaseLoop(leasing) })
+	lease.Go(func() { c.markLoop(leasing) })
 	ackerDone := make(chan struct{})
 	go func() {
 		defer close(ackerDone)
@@ -253,7 +254,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	workers.Wait()
 	stopLease()
-	<-leaseDone
+	lease.Wait()
 	close(acks)
 	<-ackerDone
 
@@ -264,7 +265,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 // work runs one worker: one Handler, one entry at a time. A success goes
 // to the acker; a failure is retried later, or dead-lettered after its
 // last attempt.
-func (c *Consumer) work(hard context.Context, h Handler, acks chan<- []ack) {
+func (c *Consumer) work(hard context.Context, w int, h Handler, acks chan<- []ack) {
 	if c.opts.WorkerNice > 0 {
 		if err := lowerPriority(c.opts.WorkerNice); err != nil {
 			c.niceFailed.Do(func() {
@@ -275,7 +276,7 @@ func (c *Consumer) work(hard context.Context, h Handler, acks chan<- []ack) {
 	for chunk := range c.entries {
 		done := make([]ack, 0, len(chunk))
 		for _, msg := range chunk {
-			if a, ok := c.process(hard, h, msg); ok {
+			if a, ok := c.process(hard, w, h, msg); ok {
 				done = append(done, a)
 			}
 		}
@@ -286,19 +287,30 @@ func (c *Consumer) work(hard context.Context, h Handler, acks chan<- []ack) {
 }
 
 // process runs one entry and says what to ack for it, if anything now.
-func (c *Consumer) process(hard context.Context, h Handler, msg *Message) (ack, bool) {
+func (c *Consumer) process(hard context.Context, w int, h Handler, msg *Message) (ack, bool) {
 	if hard.Err() != nil {
 		c.inflight.remove(msg.ID) // shutdown timed out: it stays pending for the next start
 		return ack{}, false
 	}
 	var res Result
-	if msg.Attempt > int64(c.opts.MaxAttempts) {
-		// Delivered more often than allowed without an outcome: its
-		// consumers died or stopped while processing it. Calling it
-		// again might kill this one too.
-		res.Err = fmt.Errorf("delivered %d times without being acked (its consumers stopped or died while processing it)", msg.Attempt)
-	} else {
+	switch {
+	case msg.redelivered && msg.Attempt > int64(c.opts.MaxAttempts):
+		// Its attempts are used up, and the last did not end: its
+		// consumer stopped while processing it. Calling it again might
+		// end this one too.
+		started := msg.Attempt - 1
+		msg.Attempt = started
+		res.Err = fmt.Errorf("the consumer stopped while processing it %d %s, in %d %s (it died, was killed, or a shutdown cut the call short)",
+			started-msg.failed, plural(started-msg.failed, "time"), started, plural(started, "attempt"))
+	case msg.redelivered && !c.recordStart(context.WithoutCancel(hard), msg):
+		// Without its record a crash in this call would go uncounted:
+		// leave it pending; it is claimed again after ClaimIdle.
+		c.inflight.remove(msg.ID)
+		return ack{}, false
+	default:
+		c.attempts.running[w].Store(msg)
 		res = h.Handle(hard, msg)
+		c.attempts.running[w].Store(nil)
 	}
 	if res.Err == nil {
 		c.processed.Add(1)
@@ -318,7 +330,9 @@ func (c *Consumer) process(hard context.Context, h Handler, msg *Message) (ack, 
 	default:
 		wait := c.retryDelay(msg.Attempt)
 		c.log.Warn("entry failed; it stays pending and is retried", append(attrs, "retry_in", wait.String())...)
-		c.retries.add(msg.ID, msg.Attempt, time.Now().Add(wait))
+		// Recorded, so that a stop before the retry does not forget it.
+		c.attempts.enqueue(msg.ID, record{msg.Attempt, msg.failed + 1})
+		c.retries.add(msg.ID, msg.Attempt, msg.failed+1, time.Now().Add(wait))
 	}
 	return ack{}, false
 }
@@ -403,4 +417,11 @@ func backoff(ctx context.Context, n int) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+func plural(n int64, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
 }

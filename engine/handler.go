@@ -26,8 +26,15 @@ type Message struct {
 	Stream   string
 	Group    string
 	Consumer string // this consumer's name in the group
-	Attempt  int64  // delivery count: 1 on the first delivery, more when it was delivered before
-	Fields   []topix.Field
+	// Attempt is the number of this call among the calls started on the
+	// entry: 1 for the first. Deliveries that never reached a call (the
+	// entry was read with others by a consumer that died first) do not
+	// count; calls cut short by a dead consumer do (see attempts.go).
+	Attempt int64
+	Fields  []topix.Field
+
+	redelivered bool  // delivered again after a stop: its attempts come from its record
+	failed      int64 // calls on it known to have ended in a failure
 }
 
 // Emit is an entry that a call asks to add to a stream. It is added only

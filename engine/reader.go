@@ -72,7 +72,7 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 				return true // own pending entries done
 			}
 			cursor = msgs[len(msgs)-1].ID
-			c.setAttempts(ctx, msgs)
+			c.loadRecords(ctx, msgs)
 		}
 		if len(msgs) == 0 {
 			continue
@@ -122,11 +122,9 @@ func (c *Consumer) readGroup(ctx context.Context, id string, buf *bytes.Buffer) 
 	if err := c.rdb.Process(ctx, cmd); err != nil {
 		return nil, err
 	}
-	attempt := int64(1) // a new entry's first delivery
-	if id != ">" {
-		attempt = 0 // filled in by setAttempts
-	}
-	msgs, err := c.parseReadReply(buf.Bytes(), attempt) // copies what it keeps
+	// A new entry's first attempt; entries read again get theirs from
+	// their records (loadRecords).
+	msgs, err := c.parseReadReply(buf.Bytes(), 1) // copies what it keeps
 	if buf.Cap() > maxKeptReply {
 		// A batch of unusually large entries grew it: let it go rather than
 		// hold that much for the consumer's lifetime.
@@ -155,30 +153,12 @@ func (c *Consumer) parseEntries(entries []any, attempt int64) ([]*Message, error
 	return out, nil
 }
 
-// setAttempts fills in the delivery counts of entries read again from our
-// own pending list; XREADGROUP does not return them, XPENDING does.
-func (c *Consumer) setAttempts(ctx context.Context, msgs []*Message) {
-	p, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
-		Stream: c.opts.Stream, Group: c.opts.Group, Consumer: c.opts.Consumer,
-		Start: msgs[0].ID, End: msgs[len(msgs)-1].ID, Count: int64(len(msgs)),
-	}).Result()
-	counts := make(map[string]int64, len(p))
-	if err == nil {
-		for _, e := range p {
-			counts[e.ID] = e.RetryCount
-		}
-	}
-	for _, m := range msgs {
-		// Unknown counts (XPENDING failed) are at least 2: this is a redelivery.
-		m.Attempt = max(counts[m.ID], 2)
-	}
-}
-
 // ackDeleted acks away a pending entry whose data is gone (XDEL or
 // trimming): there is nothing left to process, and left alone it would stay
 // pending for ever.
 func (c *Consumer) ackDeleted(ctx context.Context, id string) {
 	c.inflight.remove(id)
+	c.attempts.forget([]string{id})
 	if err := c.rdb.XAck(ctx, c.opts.Stream, c.opts.Group, id).Err(); err != nil {
 		c.log.Warn("could not ack away a deleted entry", "id", id, "err", err)
 		return

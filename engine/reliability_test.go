@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -64,8 +65,9 @@ func TestReclaimsEntriesOfADeadConsumer(t *testing.T) {
 		t.Errorf("claimed %d entries, want the dead consumer's 29 that still exist", st.Claimed)
 	}
 	for _, id := range dead[1:] {
-		if m := rec.get(id); m == nil || m.Attempt != 2 {
-			t.Errorf("entry %s: %+v, want it handled on its second delivery", id, m)
+		// Delivered twice, but never started before: not charged.
+		if m := rec.get(id); m == nil || m.Attempt != 1 {
+			t.Errorf("entry %s: %+v, want it handled as its first attempt", id, m)
 		}
 	}
 	if rec.get(gone) != nil {
@@ -189,25 +191,105 @@ func TestErrDeadLetterSkipsTheRetries(t *testing.T) {
 	}
 }
 
-func TestAnEntryDeliveredTooOftenIsDeadLetteredWithoutACall(t *testing.T) {
+func TestACrashCostsOnlyTheEntryThatWasRunning(t *testing.T) {
 	rdb := realRedis.new(t)
 	ctx := context.Background()
 	stream, group := names(t)
-	add(t, rdb, stream, "k", "v")
-	// Three consumers died while processing it: x read it, y and z
-	// claimed it after it.
-	id := deliverTo(t, rdb, stream, group, "x", 1)[0]
-	for _, name := range []string{"y", "z"} {
-		if err := rdb.Do(ctx, "XCLAIM", stream, group, name, 0, id).Err(); err != nil {
-			t.Fatal(err)
+	var ids []string
+	for i := range 201 {
+		ids = append(ids, add(t, rdb, stream, "i", strconv.Itoa(i)))
+	}
+	poison := ids[100]
+
+	// The poison entry's call runs until its consumer stops; a stop cut
+	// short by the shutdown timeout is what a crash looks like from Redis.
+	var poisonCalls atomic.Int64
+	var processed sync.Map
+	h := engine.HandlerFunc(func(ctx context.Context, m *engine.Message) engine.Result {
+		if m.ID == poison {
+			poisonCalls.Add(1)
+			<-ctx.Done()
+			return engine.Result{Err: ctx.Err()}
+		}
+		processed.Store(m.ID, m.Attempt)
+		return engine.Result{}
+	})
+	opts := engine.Options{Stream: stream, Group: group, Consumer: "c", Concurrency: 1, Batch: 250,
+		Block: 50 * time.Millisecond, ClaimIdle: time.Hour, MaxAttempts: 3, ShutdownTimeout: 50 * time.Millisecond}
+	key := engine.AttemptsKey(stream, group)
+	for round := 1; round <= 3; round++ {
+		r := start(t, rdb, h, opts)
+		want := fmt.Sprintf("%d:0", round)
+		redistest.WaitFor(t, 10*time.Second, "the poison entry running with its record "+want, func() bool {
+			v, _ := rdb.HGet(ctx, key, poison).Result()
+			return poisonCalls.Load() == int64(round) && v == want
+		})
+		r.shutdown(t)
+	}
+	// The fourth start: the poison entry is dead-lettered without a call,
+	// and its 200 neighbours, delivered up to four times, are processed as
+	// first attempts.
+	r := start(t, rdb, h, opts)
+	redistest.WaitFor(t, 10*time.Second, "everything acked", func() bool { return len(pendingIDs(t, rdb, stream, group)) == 0 })
+	r.shutdown(t)
+	if n := poisonCalls.Load(); n != 3 {
+		t.Errorf("the poison entry was called %d times, want 3", n)
+	}
+	for _, id := range ids {
+		if id == poison {
+			continue
+		}
+		attempt, ok := processed.Load(id)
+		if !ok || attempt.(int64) != 1 {
+			t.Errorf("neighbour %s: processed %v with attempt %v; want processed on its first attempt", id, ok, attempt)
 		}
 	}
-	rec := newRecorder()
-	r := start(t, rdb, rec, engine.Options{Stream: stream, Group: group, Consumer: "c", Block: 50 * time.Millisecond, ClaimIdle: 50 * time.Millisecond, MaxAttempts: 3})
-	redistest.WaitFor(t, 5*time.Second, "the dead letter", func() bool { return r.c.Stats().DeadLettered == 1 })
-	r.shutdown(t)
-	if rec.calls.Load() != 0 {
-		t.Errorf("the handler was called %d times, want 0", rec.calls.Load())
+	dead, err := rdb.XRange(ctx, stream+":dead", "-", "+").Result()
+	if err != nil || len(dead) != 1 {
+		t.Fatalf("dead letters = %v, %v; want only the poison entry", dead, err)
+	}
+	if dead[0].Values["topix.id"] != poison ||
+		dead[0].Values["topix.error"] != "the consumer stopped while processing it 3 times, in 3 attempts (it died, was killed, or a shutdown cut the call short)" ||
+		dead[0].Values["topix.attempts"] != "3" {
+		t.Errorf("dead letter = %v", dead[0].Values)
+	}
+	if n, _ := rdb.Exists(ctx, key).Result(); n != 0 {
+		t.Errorf("attempt records left after everything was acked: %v", rdb.HGetAll(ctx, key).Val())
+	}
+}
+
+func TestAFailureBeforeAStopIsStillCounted(t *testing.T) {
+	rdb := realRedis.new(t)
+	ctx := context.Background()
+	stream, group := names(t)
+	id := add(t, rdb, stream, "k", "v")
+	var attempts []int64
+	var mu sync.Mutex
+	h := engine.HandlerFunc(func(_ context.Context, m *engine.Message) engine.Result {
+		mu.Lock()
+		attempts = append(attempts, m.Attempt)
+		mu.Unlock()
+		return engine.Result{Err: errors.New("always")}
+	})
+	// Each run fails the entry once and stops before its retry (the
+	// backoff is an hour): the failures add up across the runs.
+	opts := engine.Options{Stream: stream, Group: group, Consumer: "c", Block: 50 * time.Millisecond, ClaimIdle: time.Hour,
+		MaxAttempts: 3, RetryBackoff: time.Hour}
+	key := engine.AttemptsKey(stream, group)
+	for round := 1; round <= 3; round++ {
+		r := start(t, rdb, h, opts)
+		redistest.WaitFor(t, 10*time.Second, "the failure recorded or dead-lettered", func() bool {
+			v, _ := rdb.HGet(ctx, key, id).Result()
+			return v == fmt.Sprintf("%d:%d", round, round) || r.c.Stats().DeadLettered == 1
+		})
+		r.shutdown(t)
+	}
+	if fmt.Sprint(attempts) != "[1 2 3]" {
+		t.Errorf("attempts = %v, want [1 2 3]", attempts)
+	}
+	dead, _ := rdb.XRange(ctx, stream+":dead", "-", "+").Result()
+	if len(dead) != 1 || dead[0].Values["topix.error"] != "always" {
+		t.Errorf("dead letters = %v; want the entry with its last error", dead)
 	}
 }
 

@@ -29,12 +29,13 @@ type retryQueue struct {
 type retry struct {
 	id      string
 	attempt int64 // the attempt that failed
+	failed  int64 // the attempts known to have failed, that one included
 	due     time.Time
 }
 
-func (q *retryQueue) add(id string, attempt int64, due time.Time) {
+func (q *retryQueue) add(id string, attempt, failed int64, due time.Time) {
 	q.mu.Lock()
-	heap.Push(&q.items, retry{id: id, attempt: attempt, due: due})
+	heap.Push(&q.items, retry{id: id, attempt: attempt, failed: failed, due: due})
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:
@@ -108,17 +109,17 @@ func (c *Consumer) retryLoop(stop, hard context.Context) {
 // false if hard ended the hand-over.
 func (c *Consumer) redeliver(ctx, hard context.Context, ready []retry) bool {
 	args := []any{"XCLAIM", c.opts.Stream, c.opts.Group, c.opts.Consumer, 0}
-	attempts := make(map[string]int64, len(ready))
+	attempts := make(map[string]retry, len(ready))
 	for _, r := range ready {
 		args = append(args, r.id)
-		attempts[r.id] = r.attempt
+		attempts[r.id] = r
 	}
 	sent := time.Now()
 	reply, err := c.rdb.Do(ctx, args...).Slice()
 	if err != nil {
 		c.redis.fail("claiming entries for a retry", err, sent)
 		for _, r := range ready {
-			c.retries.add(r.id, r.attempt, time.Now().Add(c.retryDelay(1)))
+			c.retries.add(r.id, r.attempt, r.failed, time.Now().Add(c.retryDelay(1)))
 		}
 		return true
 	}
@@ -128,12 +129,14 @@ func (c *Consumer) redeliver(ctx, hard context.Context, ready []retry) bool {
 		return true
 	}
 	for _, m := range msgs {
-		m.Attempt = attempts[m.ID] + 1
+		r := attempts[m.ID]
+		m.Attempt, m.failed = r.attempt+1, r.failed
 		delete(attempts, m.ID)
 	}
 	c.inflight.addAll(msgs)
 	for id := range attempts { // not returned: deleted, or gone from the pending list
 		c.inflight.remove(id)
+		c.attempts.forget([]string{id})
 		c.log.Warn("an entry waiting for a retry was deleted or acked elsewhere; dropped from the retries", "id", id)
 	}
 	return c.deliver(ctx, hard, msgs)
