@@ -45,6 +45,7 @@ type Config struct {
 	// Consumer.
 	Concurrency     int           `koanf:"concurrency"`      // workers, each with its own Starlark thread
 	Batch           int           `koanf:"batch"`            // COUNT of each XREADGROUP; 0 picks one from Concurrency
+	BatchBytes      ByteSize      `koanf:"batch_bytes"`      // bytes of entries held in memory, read and not yet processed
 	Block           time.Duration `koanf:"block"`            // BLOCK of each XREADGROUP
 	Start           string        `koanf:"start"`            // where a new group starts: 0, $ or an entry id
 	Name            string        `koanf:"name"`             // consumer name; empty means <hostname>-<pid>
@@ -77,6 +78,7 @@ func Defaults() Config {
 		LogLevel:        "info",
 		Concurrency:     runtime.NumCPU(),
 		Batch:           0,
+		BatchBytes:      16 << 20,
 		Block:           time.Second,
 		Start:           "0",
 		ShutdownTimeout: 30 * time.Second,
@@ -260,6 +262,9 @@ func (c Config) Validate() error {
 	}
 	if c.Batch < 0 || c.Batch > MaxBatch {
 		return bad("batch", "batch %d: use 0 (sized to the workers) or up to %d entries per read", c.Batch, MaxBatch)
+	}
+	if c.BatchBytes < 64<<10 || c.BatchBytes > 1<<30 {
+		return bad("batch_bytes", "batch_bytes %s: use 64KiB to 1GiB, like 16MiB (an entry bigger than it is still read, alone)", c.BatchBytes)
 	}
 	if c.Block < time.Millisecond || c.Block > MaxBlock {
 		return bad("block", "block %s: use 1ms to %s (the read wait must be finite and short, so topix can stop)", c.Block, MaxBlock)

@@ -23,9 +23,16 @@ type Options struct {
 	// entry already in the stream, "$" for new entries only, or an entry id.
 	Start string
 
-	Concurrency int           // workers; default 1
-	Batch       int           // COUNT of each read; default 20 per worker, at least 100
-	Block       time.Duration // BLOCK of each read of new entries; default 1s
+	Concurrency int // workers; default 1
+	Batch       int // COUNT of each read; default 20 per worker, at least 100
+
+	// BatchBytes bounds the entries held in memory, read and not yet
+	// processed: reads take fewer entries than Batch when they are big,
+	// and wait while the held ones reach it. An entry bigger than it is
+	// read and processed alone. Default DefaultBatchBytes.
+	BatchBytes int64
+
+	Block time.Duration // BLOCK of each read of new entries; default 1s
 
 	// ShutdownTimeout bounds a graceful stop: the calls in flight and the
 	// entries already read are processed until then; the rest stay pending.
@@ -67,6 +74,11 @@ type Options struct {
 	Logger *slog.Logger // default slog.Default()
 }
 
+// DefaultBatchBytes is the default of Options.BatchBytes: a thousand
+// times a batch of the 100-byte entries the benchmark uses, 16 entries of
+// 1 MiB.
+const DefaultBatchBytes = 16 << 20
+
 // MaxConcurrency bounds Options.Concurrency: with WorkerNice each worker
 // holds an OS thread, and Go ends the process past 10,000 threads.
 const MaxConcurrency = 4096
@@ -96,6 +108,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Batch <= 0 {
 		o.Batch = max(100, 20*o.Concurrency)
+	}
+	if o.BatchBytes <= 0 {
+		o.BatchBytes = DefaultBatchBytes
 	}
 	if o.Block <= 0 {
 		o.Block = time.Second
@@ -150,6 +165,7 @@ type Consumer struct {
 
 	inflight inflight        // entries this consumer holds: read, not yet acked
 	attempts *attempts       // the attempt records of entries whose attempts matter after a stop
+	budget   *byteBudget     // bytes of the entries held in memory
 	retries  retryQueue      // failed entries waiting for their next attempt
 	redis    *outage         // logs Redis failures once per outage
 	entries  chan []*Message // to the workers, in chunks
@@ -166,6 +182,7 @@ func New(rdb redis.UniversalClient, rt Runtime, opts Options) (*Consumer, error)
 	c := &Consumer{rdb: rdb, rt: rt, opts: opts, log: log, redis: &outage{log: log}}
 	c.inflight.m = map[string]time.Time{}
 	c.attempts = newAttempts(AttemptsKey(opts.Stream, opts.Group), opts.Concurrency)
+	c.budget = newByteBudget(opts.BatchBytes)
 	c.retries.wake = make(chan struct{}, 1)
 	return c, nil
 }
@@ -209,7 +226,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if created {
 		c.log.Info("created consumer group", "start", c.opts.Start)
 	}
-	c.log.Info("consuming", "workers", c.opts.Concurrency, "batch", c.opts.Batch,
+	c.log.Info("consuming", "workers", c.opts.Concurrency, "batch", c.opts.Batch, "batch_bytes", c.opts.BatchBytes,
 		"claim_idle", c.opts.ClaimIdle.String(), "max_attempts", c.opts.MaxAttempts, "dead_letter", c.opts.DeadLetter,
 		"worker_nice", c.opts.WorkerNice)
 
@@ -280,6 +297,7 @@ func (c *Consumer) work(hard context.Context, w int, h Handler, acks chan<- []ac
 				done = append(done, a)
 			}
 		}
+		c.budget.release(sizeOf(chunk))
 		if len(done) > 0 {
 			acks <- done
 		}

@@ -406,8 +406,11 @@ func TestShutdownFinishesEntriesAlreadyRead(t *testing.T) {
 		if err := r.shutdown(t); err != nil {
 			t.Fatal(err)
 		}
-		if calls.Load() != 20 || r.c.Stats().Acked != 20 {
-			t.Errorf("calls = %d, stats = %+v; want all 20 processed and acked", calls.Load(), r.c.Stats())
+		// Reads start small (the size of the entries is not known yet), so
+		// some entries were read, some of them waiting behind the calls in
+		// flight, and the rest are still unread: each read one was processed.
+		if n := calls.Load(); n < 1 || r.c.Stats().Acked != n {
+			t.Errorf("calls = %d, stats = %+v; want every entry read processed and acked", n, r.c.Stats())
 		}
 		if g := groupInfo(t, rdb, stream, group); g.Pending != 0 {
 			t.Errorf("pending = %d, want 0", g.Pending)
@@ -433,11 +436,11 @@ func TestShutdownTimeoutLeavesTheRestPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := r.c.Stats()
-	if st.Acked != 0 || st.Pending != 10 {
-		t.Errorf("stats = %+v, want 0 acked and 10 pending", st)
+	if st.Acked != 0 || st.Pending < 1 {
+		t.Errorf("stats = %+v, want 0 acked and what was read pending", st)
 	}
-	if g := groupInfo(t, rdb, stream, group); g.Pending != 10 {
-		t.Errorf("pending = %d, want 10", g.Pending)
+	if g := groupInfo(t, rdb, stream, group); g.Pending != st.Pending {
+		t.Errorf("pending = %d, want the %d entries read", g.Pending, st.Pending)
 	}
 }
 

@@ -35,6 +35,7 @@ type Message struct {
 
 	redelivered bool  // delivered again after a stop: its attempts come from its record
 	failed      int64 // calls on it known to have ended in a failure
+	size        int64 // bytes of the reply it was read from that it holds
 }
 
 // Emit is an entry that a call asks to add to a stream. It is added only

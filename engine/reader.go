@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -47,9 +48,15 @@ func (c *Consumer) read(stop, hard context.Context) {
 func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 	cursor := from
 	var buf bytes.Buffer
+	// The first read takes one entry: until their size is known, a batch
+	// of entries of 50 MB each is as likely as one of 100 bytes.
+	count := 1
 	for n := 0; stop.Err() == nil; {
+		if !c.budget.wait(stop) {
+			return false
+		}
 		sent := time.Now()
-		msgs, err := c.readGroup(ctx, cursor, &buf)
+		msgs, err := c.readGroup(ctx, cursor, count, &buf)
 		if err != nil {
 			if isNoGroup(err) {
 				c.recreateGroup(ctx)
@@ -64,6 +71,7 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 		}
 		n = 0
 		c.redis.ok(sent)
+		count = c.nextCount(count, msgs)
 		// From here the entries are this consumer's: lease them at once,
 		// even while they wait for a worker.
 		c.inflight.addAll(msgs)
@@ -90,19 +98,23 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 // hand-over; the entries not handed over stay pending.
 func (c *Consumer) deliver(ctx, hard context.Context, msgs []*Message) bool {
 	live := msgs[:0:0]
+	var held int64
 	for _, m := range msgs {
 		if m.Fields == nil {
 			c.ackDeleted(ctx, m.ID)
 		} else {
 			live = append(live, m)
+			held += m.size
 		}
 	}
+	c.budget.take(held)
 	size := max(1, (len(live)+2*c.opts.Concurrency-1)/(2*c.opts.Concurrency))
 	for start := 0; start < len(live); start += size {
 		select {
 		case c.entries <- live[start:min(start+size, len(live))]:
 		case <-hard.Done():
 			c.forgetAll(live[start:])
+			c.budget.release(sizeOf(live[start:]))
 			return false
 		}
 	}
@@ -111,8 +123,8 @@ func (c *Consumer) deliver(ctx, hard context.Context, msgs []*Message) bool {
 
 // readGroup runs one XREADGROUP and decodes its raw reply (see resp.go),
 // which go-redis writes into buf.
-func (c *Consumer) readGroup(ctx context.Context, id string, buf *bytes.Buffer) ([]*Message, error) {
-	args := []any{"XREADGROUP", "GROUP", c.opts.Group, c.opts.Consumer, "COUNT", c.opts.Batch}
+func (c *Consumer) readGroup(ctx context.Context, id string, count int, buf *bytes.Buffer) ([]*Message, error) {
+	args := []any{"XREADGROUP", "GROUP", c.opts.Group, c.opts.Consumer, "COUNT", count}
 	if id == ">" {
 		args = append(args, "BLOCK", c.opts.Block.Milliseconds())
 	}
@@ -148,6 +160,10 @@ func (c *Consumer) parseEntries(entries []any, attempt int64) ([]*Message, error
 			return nil, fmt.Errorf("unexpected stream entry %v", e)
 		}
 		m.Stream, m.Group, m.Consumer, m.Attempt = c.opts.Stream, c.opts.Group, c.opts.Consumer, attempt
+		m.size = int64(len(m.ID))
+		for _, f := range m.Fields {
+			m.size += int64(len(f.Name) + len(f.Value))
+		}
 		out[i] = m
 	}
 	return out, nil
@@ -184,5 +200,73 @@ func (c *Consumer) recreateGroup(ctx context.Context) {
 func (c *Consumer) forgetAll(msgs []*Message) {
 	for _, m := range msgs {
 		c.inflight.remove(m.ID)
+	}
+}
+
+// nextCount sizes the next read from the last one, which took count
+// entries: twice as many, up to Batch, and no more than the byte budget
+// holds at the size the entries had. An entry bigger than the budget is
+// still read, alone.
+func (c *Consumer) nextCount(count int, msgs []*Message) int {
+	if len(msgs) == 0 {
+		return count
+	}
+	size := sizeOf(msgs)
+	avg := max(1, size/int64(len(msgs)))
+	fits := max(1, c.opts.BatchBytes/avg)
+	return int(min(int64(c.opts.Batch), int64(2*count), fits))
+}
+
+func sizeOf(msgs []*Message) int64 {
+	var n int64
+	for _, m := range msgs {
+		n += m.size
+	}
+	return n
+}
+
+// byteBudget bounds the bytes of the entries a consumer holds in memory:
+// read and handed on, not yet processed. A reader starts a read only while
+// they are below the budget (or none are held), so a backlog of big
+// entries is drained with bounded memory. Workers give bytes back per
+// chunk, not per entry.
+type byteBudget struct {
+	limit int64
+	held  atomic.Int64
+	wake  chan struct{}
+}
+
+func newByteBudget(limit int64) *byteBudget {
+	return &byteBudget{limit: limit, wake: make(chan struct{}, 1)}
+}
+
+func (b *byteBudget) take(n int64) { b.held.Add(n) }
+
+func (b *byteBudget) release(n int64) {
+	if n != 0 && b.held.Add(-n) < b.limit {
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wait returns when a read may start, or false when stop came first.
+func (b *byteBudget) wait(stop context.Context) bool {
+	for {
+		if h := b.held.Load(); h <= 0 || h < b.limit {
+			return true
+		}
+		// A wake-up can be taken by another reader: look again now and
+		// then in any case.
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-b.wake:
+		case <-t.C:
+		case <-stop.Done():
+			t.Stop()
+			return false
+		}
+		t.Stop()
 	}
 }

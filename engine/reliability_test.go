@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -443,5 +444,42 @@ func TestEntriesQueuedBehindALongCallKeepTheirLease(t *testing.T) {
 		if len(by) != 1 {
 			t.Errorf("entry %s handled by %v", id, by)
 		}
+	}
+}
+
+func TestReadsAreBoundedInBytes(t *testing.T) {
+	rdb := realRedis.new(t)
+	ctx := context.Background()
+	stream, group := names(t)
+	big := strings.Repeat("x", 2<<20)
+	for i := range 30 {
+		add(t, rdb, stream, "i", strconv.Itoa(i), "blob", big)
+	}
+	add(t, rdb, stream, "blob", strings.Repeat("y", 6<<20)) // bigger than the budget: read alone
+	var maxHeld atomic.Int64
+	var calls atomic.Int64
+	h := engine.HandlerFunc(func(_ context.Context, m *engine.Message) engine.Result {
+		calls.Add(1)
+		// The entries this consumer holds: read, not yet acked.
+		if p, err := rdb.XPending(ctx, stream, group).Result(); err == nil {
+			for n := p.Consumers["c"]; n > maxHeld.Load(); {
+				if maxHeld.CompareAndSwap(maxHeld.Load(), n) {
+					break
+				}
+			}
+		}
+		return engine.Result{}
+	})
+	r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c", Concurrency: 1,
+		Block: 50 * time.Millisecond, BatchBytes: 4 << 20})
+	redistest.WaitFor(t, 20*time.Second, "all 31 entries processed", func() bool {
+		return calls.Load() == 31 && len(pendingIDs(t, rdb, stream, group)) == 0
+	})
+	r.shutdown(t)
+	// 4 MiB holds two of these entries; four reads may be in flight at
+	// once, so a dozen is the most the consumer may hold, not the batch
+	// of 100 that would have read all 30 (60 MiB) at once.
+	if n := maxHeld.Load(); n > 12 {
+		t.Errorf("the consumer held up to %d entries of 2 MiB with a 4 MiB budget", n)
 	}
 }

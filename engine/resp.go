@@ -62,11 +62,13 @@ func (c *Consumer) parseReadReply(raw []byte, attempt int64) ([]*Message, error)
 	var fields []topix.Field
 	for i := range msgs {
 		m := &msgs[i]
+		start := r.i
 		r.length('*') // [id, fields]
 		m.ID = r.bulk()
 		m.Stream, m.Group, m.Consumer, m.Attempt = c.opts.Stream, c.opts.Group, c.opts.Consumer, attempt
 		if r.peek() == '_' || strings.HasPrefix(r.s[r.i:], "*-1\r\n") {
 			r.line() // deleted while pending: no fields
+			m.size = int64(r.i - start)
 			out[i] = m
 			continue
 		}
@@ -76,12 +78,13 @@ func (c *Consumer) parseReadReply(raw []byte, attempt int64) ([]*Message, error)
 			// size for that, so the slice rarely grows.
 			fields = make([]topix.Field, 0, n*k)
 		}
-		start := len(fields)
+		first := len(fields)
 		for range k {
 			name := r.bulk()
 			fields = append(fields, topix.Field{Name: name, Value: r.bulk()})
 		}
-		m.Fields = fields[start:len(fields):len(fields)]
+		m.Fields = fields[first:len(fields):len(fields)]
+		m.size = int64(r.i - start)
 		out[i] = m
 	}
 	if r.err != nil {

@@ -86,7 +86,7 @@ func TestReadBufferIsKeptUnlessAReplyGrewItTooLarge(t *testing.T) {
 	for _, size := range []int{100, 2 << 20, 100} {
 		value := strings.Repeat("x", size)
 		rdb.XAdd(ctx, &redis.XAddArgs{Stream: "s", Values: []string{"v", value}})
-		msgs, err := c.readGroup(ctx, ">", &buf)
+		msgs, err := c.readGroup(ctx, ">", 10, &buf)
 		if err != nil || len(msgs) != 1 || msgs[0].Fields[0].Value != value {
 			t.Fatalf("%d-byte entry: read %d entries, err %v", size, len(msgs), err)
 		}

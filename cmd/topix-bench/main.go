@@ -212,7 +212,7 @@ func (b *bench) drains() error {
 		conc                    int
 		ref, trivial, realistic []float64
 		cpu                     [3][]perEntry
-		other                   []float64 // realistic with -compare
+		other, otherTrivial     []float64 // realistic and trivial with -compare
 	}
 	var rows []row
 	for _, conc := range b.concurrency {
@@ -238,6 +238,14 @@ func (b *bench) drains() error {
 				line += fmt.Sprintf(", realistic %.0f/s (%s)", re, cpu)
 			}
 			if b.compare != "" {
+				ot, cpu, err := b.drain("compare", conc, func(group string) (func() error, int, error) {
+					return b.consumerOf(b.compare, group, "trivial", conc, "in")
+				})
+				if err != nil {
+					return err
+				}
+				r.otherTrivial = append(r.otherTrivial, ot)
+				line += fmt.Sprintf(", trivial with %s %.0f/s (%s)", b.compare, ot, cpu)
 				other, cpu, err := b.drain("compare", conc, func(group string) (func() error, int, error) {
 					return b.consumerOf(b.compare, group, "realistic", conc, "in")
 				})
@@ -266,7 +274,10 @@ func (b *bench) drains() error {
 	}
 	for _, r := range rows {
 		if len(r.other) > 0 {
-			fmt.Printf("\nconcurrency %d: realistic with %s / with %s: %.3f (median of the rounds' ratios)\n", r.conc, b.compare, b.topix, median(ratios(r.other, r.realistic)))
+			fmt.Printf("\nconcurrency %d: %s / %s (median of the rounds' ratios): trivial %.3f (rounds %s), realistic %.3f (rounds %s)\n",
+				r.conc, b.topix, b.compare,
+				median(ratios(r.trivial, r.otherTrivial)), fmtRatios(ratios(r.trivial, r.otherTrivial)),
+				median(ratios(r.realistic, r.other)), fmtRatios(ratios(r.realistic, r.other)))
 		}
 	}
 	fmt.Println()

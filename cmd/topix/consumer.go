@@ -64,6 +64,7 @@ group if it owns no pending entries. A second signal exits at once.`,
 	f := cmd.Flags()
 	f.IntP(config.FlagName("concurrency"), "c", d.Concurrency, "workers, each running one call at a time; defaults to the number of CPUs [$TOPIX_CONCURRENCY]")
 	f.Int(config.FlagName("batch"), d.Batch, "entries per read (XREADGROUP COUNT); 0 sizes it to the workers: 20 each, at least 100 [$TOPIX_BATCH]")
+	f.String(config.FlagName("batch_bytes"), d.BatchBytes.String(), "bytes of entries held in memory, read and not yet processed: reads take fewer entries when they are big; one bigger than it is read alone [$TOPIX_BATCH_BYTES]")
 	f.Duration(config.FlagName("block"), d.Block, "how long one read waits for new entries; also bounds how soon a stop is noticed [$TOPIX_BLOCK]")
 	f.String(config.FlagName("start"), d.Start, "where a new group starts: 0 (every entry), $ (new entries only) or an entry id [$TOPIX_START]")
 	f.String(config.FlagName("name"), d.Name, "consumer name in the group (default: <hostname>-<pid>); keep it stable to resume your own pending entries [$TOPIX_NAME]")
@@ -114,6 +115,7 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 		Start:           cfg.Start,
 		Concurrency:     cfg.Concurrency,
 		Batch:           cfg.BatchSize(),
+		BatchBytes:      int64(cfg.BatchBytes),
 		Block:           cfg.Block,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		ClaimIdle:       cfg.ClaimIdle,
