@@ -49,3 +49,34 @@ func TestColour(t *testing.T) {
 		t.Error("NO_COLOR=1 must turn colour off")
 	}
 }
+
+func TestScriptTextCannotForgeLinesOrDriveTheTerminal(t *testing.T) {
+	forged := "done\n20:00:00 ERR Redis failed; retrying\r\x1b[2J\x1b]0;pwned\x07\u009b31m\u2028x\xff"
+	var buf bytes.Buffer
+	log := New(&buf, "text", slog.LevelInfo, nil).With("stream", "s\nfake")
+	log.Info(forged, "attr", forged, forged, "key", BacktraceKey, "Traceback:\n  app.star:1:1: in consumer\nError: "+forged)
+	out := buf.String()
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	// The record is one line; the backtrace follows it indented, a message
+	// with a newline in it included, so nothing looks like a record of its
+	// own.
+	if len(lines) < 4 {
+		t.Fatalf("got %d lines, want the record and its indented backtrace:\n%s", len(lines), out)
+	}
+	for i, l := range lines[1:] {
+		if !strings.HasPrefix(l, "    ") {
+			t.Errorf("backtrace line %d is not indented: %q", i+1, l)
+		}
+	}
+	for _, bad := range []string{"\x1b", "\r", "\x07", "\u009b", "\u2028", "\xff"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("raw %q in the text log: %q", bad, out)
+		}
+	}
+	if !strings.Contains(lines[0], `done\n20:00:00 ERR Redis failed; retrying\r\x1b[2J`) {
+		t.Errorf("the message is not shown escaped: %q", lines[0])
+	}
+	if Escape("plain text\twith a tab, é") != "plain text\twith a tab, é" {
+		t.Error("Escape changed ordinary text")
+	}
+}
