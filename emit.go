@@ -7,16 +7,21 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/topix-dev/topix/internal/jsontext"
 )
 
 // Emit adds one entry to stream and returns its id.
 //
 // Values are converted as `topix emit` converts JSON: a string or []byte is
 // stored as it is; every other value is stored as its compact JSON text
-// (42 -> "42", true -> "true", nil -> "null", a slice or map -> its JSON).
+// (42 -> "42", 1.0 -> "1.0", true -> "true", nil -> "null", a slice or map
+// -> its JSON), written by the one rule of every emit path (see the
+// README): the map keys of a nested map sorted, < > & not escaped.
 // Fields are sent in sorted name order, so the same map always makes the same
 // entry. An empty map, an empty stream name or a value that cannot be encoded
 // as JSON is an error and nothing is written.
@@ -106,21 +111,94 @@ func fieldValue(v any) (string, error) {
 		return v, nil
 	case []byte:
 		return string(v), nil
+	}
+	b, err := appendJSON(nil, v, 0)
+	return string(b), err
+}
+
+// appendJSON writes v by the JSON rule of package jsontext. The kinds
+// emits usually hold are written here; any other (a struct, a typed map or
+// slice) is marshalled by encoding/json and then rewritten by the rule.
+func appendJSON(dst []byte, v any, depth int) ([]byte, error) {
+	if depth > jsontext.MaxDepth {
+		return dst, jsontext.ErrTooDeep
+	}
+	switch v := v.(type) {
+	case nil:
+		return append(dst, "null"...), nil
+	case string:
+		return jsontext.AppendString(dst, v), nil
+	case bool:
+		return strconv.AppendBool(dst, v), nil
+	case int:
+		return strconv.AppendInt(dst, int64(v), 10), nil
+	case int64:
+		return strconv.AppendInt(dst, v, 10), nil
+	case int32:
+		return strconv.AppendInt(dst, int64(v), 10), nil
+	case uint:
+		return strconv.AppendUint(dst, uint64(v), 10), nil
+	case uint64:
+		return strconv.AppendUint(dst, v, 10), nil
+	case uint32:
+		return strconv.AppendUint(dst, uint64(v), 10), nil
+	case float64:
+		return jsontext.AppendFloat(dst, v)
+	case float32:
+		return jsontext.AppendFloat(dst, float64(v))
+	case json.Number:
+		s, err := jsontext.Recompact([]byte(v))
+		return append(dst, s...), err
 	case json.RawMessage:
-		return compactJSON(v)
+		s, err := jsontext.Recompact(v)
+		return append(dst, s...), err
+	case []any:
+		dst = append(dst, '[')
+		for i, e := range v {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			var err error
+			if dst, err = appendJSON(dst, e, depth+1); err != nil {
+				return dst, err
+			}
+		}
+		return append(dst, ']'), nil
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		dst = append(dst, '{')
+		for i, k := range keys {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = jsontext.AppendString(dst, k)
+			dst = append(dst, ':')
+			var err error
+			if dst, err = appendJSON(dst, v[k], depth+1); err != nil {
+				return dst, err
+			}
+		}
+		return append(dst, '}'), nil
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
-		return "", err
+		return dst, err
 	}
-	return string(b), nil
+	s, err := jsontext.Recompact(b)
+	return append(dst, s...), err
 }
 
 // ParseJSON converts a JSON object to fields, in the order the object
 // names them. A string value is stored as it is; any other value (number,
 // true, false, null, array, object) as its compact JSON text, so 2 becomes
-// "2", null becomes "null" and {"a": [1, 2]} becomes `{"a":[1,2]}`. Numbers
-// keep the digits they were written with (1.50 stays "1.50").
+// "2", null becomes "null" and {"a": [1, 2]} becomes `{"a":[1,2]}`, written
+// by the one rule of every emit path (members in the order written, strings
+// escaped the same way whatever escapes the input used). Numbers keep the
+// digits they were written with (1.50 stays "1.50").
 //
 // Anything else than one JSON object with at least one field is an error that
 // says what is wrong, and returns no fields.
@@ -237,17 +315,9 @@ func rawValue(raw []byte) (string, error) {
 	case '"':
 		return unquote(raw)
 	case '{', '[':
-		return compactJSON(raw)
+		return jsontext.Recompact(raw)
 	}
 	return string(raw), nil // a number, true, false or null, as written
-}
-
-func compactJSON(raw []byte) (string, error) {
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, raw); err != nil {
-		return "", err
-	}
-	return buf.String(), nil
 }
 
 func describe(v any) string {

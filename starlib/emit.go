@@ -3,9 +3,7 @@ package starlib
 import (
 	"errors"
 	"fmt"
-	"math"
 
-	starjson "go.starlark.net/lib/json"
 	"go.starlark.net/starlark"
 
 	"github.com/topix-dev/topix"
@@ -103,7 +101,7 @@ func makeEmit(thread *starlark.Thread, stream string, fields *starlark.Dict, max
 		if !ok {
 			return e, fmt.Errorf("field names must be str, not %s (%s)", kv[0].Type(), kv[0])
 		}
-		value, err := fieldValue(thread, kv[1])
+		value, err := fieldValue(kv[1])
 		if err != nil {
 			return e, fmt.Errorf("field %q: %w", name, err)
 		}
@@ -114,7 +112,7 @@ func makeEmit(thread *starlark.Thread, stream string, fields *starlark.Dict, max
 
 // fieldValue stores str and bytes as they are and every other value as its
 // JSON text.
-func fieldValue(thread *starlark.Thread, v starlark.Value) (string, error) {
+func fieldValue(v starlark.Value) (string, error) {
 	// The common scalars are written here as json.encode writes them,
 	// without the cost of a Starlark call.
 	switch v := v.(type) {
@@ -131,16 +129,9 @@ func fieldValue(thread *starlark.Thread, v starlark.Value) (string, error) {
 		return "false", nil
 	case starlark.NoneType:
 		return "null", nil
-	case starlark.Float:
-		if f := float64(v); !math.IsInf(f, 0) && !math.IsNaN(f) {
-			return v.String(), nil
-		}
 	}
-	out, err := starlark.Call(thread, starjson.Module.Members["encode"], starlark.Tuple{v}, nil)
-	if err != nil {
-		return "", err
-	}
-	return string(out.(starlark.String)), nil
+	out, err := appendJSON(nil, v, 0)
+	return string(out), err
 }
 
 func asBytes(v starlark.Value) (string, bool) {

@@ -2,11 +2,14 @@ package starlib
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 
 	starjson "go.starlark.net/lib/json"
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
+
+	"github.com/topix-dev/topix/internal/jsontext"
 )
 
 // jsonModule is go.starlark.net's json module (encode, decode, indent) with
@@ -42,8 +45,103 @@ var jsonModule = func() *starlarkstruct.Module {
 		}
 		return libDecode.CallInternal(thread, args, kwargs)
 	})
+	members["encode"] = starlark.NewBuiltin("json.encode", func(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		var x starlark.Value
+		if err := starlark.UnpackPositionalArgs(b.Name(), args, kwargs, 1, &x); err != nil {
+			return nil, err
+		}
+		out, err := appendJSON(nil, x, 0)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		}
+		return starlark.String(out), nil
+	})
 	return &starlarkstruct.Module{Name: "json", Members: members}
 }()
+
+// appendJSON writes v as JSON text by the rule every emit path shares
+// (package internal/jsontext): dicts in their order, structs in the order
+// of their sorted field names, lists, tuples and other iterables as
+// arrays, str and bytes as strings. It replaces the library's encoder,
+// which wrote DEL as \x7f (not JSON) and recursed without a bound.
+func appendJSON(dst []byte, v starlark.Value, depth int) ([]byte, error) {
+	if depth > jsontext.MaxDepth {
+		return dst, jsontext.ErrTooDeep
+	}
+	switch v := v.(type) {
+	case starlark.NoneType:
+		return append(dst, "null"...), nil
+	case starlark.Bool:
+		return strconv.AppendBool(dst, bool(v)), nil
+	case starlark.Int:
+		return append(dst, v.String()...), nil
+	case starlark.Float:
+		return jsontext.AppendFloat(dst, float64(v))
+	case starlark.String:
+		return jsontext.AppendString(dst, string(v)), nil
+	case starlark.Bytes:
+		return jsontext.AppendString(dst, string(v)), nil
+	case starlark.IterableMapping:
+		dst = append(dst, '{')
+		iter := v.Iterate()
+		defer iter.Done()
+		var k starlark.Value
+		for i := 0; iter.Next(&k); i++ {
+			key, ok := k.(starlark.String)
+			if !ok {
+				return dst, fmt.Errorf("cannot encode a dict with %s keys as JSON; its keys must be str", k.Type())
+			}
+			val, _, err := v.Get(k)
+			if err != nil {
+				return dst, err
+			}
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = jsontext.AppendString(dst, string(key))
+			dst = append(dst, ':')
+			if dst, err = appendJSON(dst, val, depth+1); err != nil {
+				return dst, err
+			}
+		}
+		return append(dst, '}'), nil
+	case starlark.Iterable:
+		dst = append(dst, '[')
+		iter := v.Iterate()
+		defer iter.Done()
+		var e starlark.Value
+		for i := 0; iter.Next(&e); i++ {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			var err error
+			if dst, err = appendJSON(dst, e, depth+1); err != nil {
+				return dst, err
+			}
+		}
+		return append(dst, ']'), nil
+	case starlark.HasAttrs:
+		names := v.AttrNames()
+		slices.Sort(names)
+		dst = append(dst, '{')
+		for i, name := range names {
+			val, err := v.Attr(name)
+			if err != nil || val == nil {
+				return dst, fmt.Errorf("cannot encode field %s of %s as JSON: %v", name, v.Type(), err)
+			}
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = jsontext.AppendString(dst, name)
+			dst = append(dst, ':')
+			if dst, err = appendJSON(dst, val, depth+1); err != nil {
+				return dst, err
+			}
+		}
+		return append(dst, '}'), nil
+	}
+	return dst, fmt.Errorf("cannot encode %s as JSON", v.Type())
+}
 
 // MaxJSONDepth is the deepest nesting of arrays and objects json.decode
 // accepts. Real documents stay far below it (Python's json stops near

@@ -19,7 +19,7 @@ import (
 
 // compile writes src to a temporary app.star and compiles target's
 // function from it; the log goes to the returned buffer.
-func compile(t *testing.T, src, fn string) (*starlib.Script, *starlib.Env, *bytes.Buffer, error) {
+func compile(t testing.TB, src, fn string) (*starlib.Script, *starlib.Env, *bytes.Buffer, error) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "app.star")
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
@@ -31,7 +31,7 @@ func compile(t *testing.T, src, fn string) (*starlib.Script, *starlib.Env, *byte
 	return s, env, &logs, err
 }
 
-func handle(t *testing.T, s *starlib.Script, env *starlib.Env, msg *engine.Message) engine.Result {
+func handle(t testing.TB, s *starlib.Script, env *starlib.Env, msg *engine.Message) engine.Result {
 	t.Helper()
 	h, err := starlib.NewRuntime(s, env).NewHandler(0)
 	if err != nil {
