@@ -40,10 +40,10 @@ func TestAppendFloat(t *testing.T) {
 
 func TestRecompact(t *testing.T) {
 	for in, want := range map[string]string{
-		`{ "b" : 1 , "a" : [ 1.50 , -0 , 1e3 ] }`:     `{"b":1,"a":[1.50,-0,1e3]}`,
+		`{ "b" : 1 , "a" : [ 1.50 , -0 , 1e3 ] }`:    `{"b":1,"a":[1.50,-0,1e3]}`,
 		`{"x": "\u003c\u0026\u003e", "y": "\u00e9"}`: `{"x":"<&>","y":"é"}`,
-		`[{"a": {}}, [], [[null, true, false]]]`:      `[{"a":{}},[],[[null,true,false]]]`,
-		`{"del": "\u007f", "nl": "a\nb"}`:             `{"del":"\u007f","nl":"a\nb"}`,
+		`[{"a": {}}, [], [[null, true, false]]]`:     `[{"a":{}},[],[[null,true,false]]]`,
+		`{"del": "\u007f", "nl": "a\nb"}`:            `{"del":"\u007f","nl":"a\nb"}`,
 		`"just a string"`:                            `"just a string"`,
 	} {
 		got, err := Recompact([]byte(in))
