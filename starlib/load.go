@@ -21,8 +21,9 @@ type loader struct {
 	env     *Env
 	dir     string // the script's directory, absolute
 	root    string // the same, symlinks resolved
-	files   []string
-	sources [][]byte
+	files    []string
+	sources  [][]byte
+	warnings []string
 	modules map[string]*module // by absolute path
 }
 
@@ -47,10 +48,11 @@ func (l *loader) exec(name, abs string, src []byte) (starlark.StringDict, error)
 	l.files = append(l.files, abs)
 	l.sources = append(l.sources, src)
 	predeclared := l.env.predeclared()
-	_, prog, err := starlark.SourceProgramOptions(fileOptions, name, src, predeclared.Has)
+	file, prog, err := starlark.SourceProgramOptions(fileOptions, name, src, predeclared.Has)
 	if err != nil {
 		return nil, compileError(err)
 	}
+	l.warnings = append(l.warnings, selfCalls(file)...)
 	thread := l.env.newThread("load " + name)
 	thread.Load = l.load
 	// The top level runs under the same limits as a call.

@@ -60,6 +60,7 @@ type Script struct {
 	Files      []string // the script and every module it loads, as absolute paths
 	Hash       string   // SHA-256 of the files' names and contents: the version
 	Generation int      // 1 for the first version, one more for each reload
+	Warnings   []string // what may fail when it runs, as file:line:col: message (topix check prints them)
 
 	fn    *starlark.Function
 	arity int // 1: fn(data); 2: fn(data, msg)
@@ -104,7 +105,7 @@ func Compile(path, fn string, env *Env) (*Script, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s", f.Position(), err)
 	}
-	return &Script{Path: path, Func: fn, Files: l.files, Hash: l.hash(), Generation: 1, fn: f, arity: arity}, nil
+	return &Script{Path: path, Func: fn, Files: l.files, Hash: l.hash(), Generation: 1, Warnings: l.warnings, fn: f, arity: arity}, nil
 }
 
 // checkParams accepts fn(data) and fn(data, msg), with defaults or not.

@@ -157,7 +157,9 @@ func (a *app) checkCommand() *cobra.Command {
 		Long: `Compile SCRIPT.star and the modules it loads, run its top level, and check
 that FUNC (default: consumer) takes (data) or (data, msg). Prints "ok" and
 exits 0, or prints the first error as file:line:col: message and exits 2.
-Nothing talks to Redis.`,
+Code that compiles but fails when it runs is warned about on stderr (a
+function that calls itself: Starlark has no recursion). Nothing talks to
+Redis.`,
 		Example: `  topix check app.star
   topix check scripts/router.star:consumer`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -178,6 +180,9 @@ Nothing talks to Redis.`,
 			params := "data"
 			if script.Arity() == 2 {
 				params = "data, msg"
+			}
+			for _, w := range script.Warnings {
+				fmt.Fprintf(a.stderr, "warning: %s\n", w)
 			}
 			fmt.Fprintf(a.stdout, "ok: %s: %s(%s), %d %s\n", script.Path, script.Func, params, len(script.Files), plural(len(script.Files), "file", "files"))
 			return nil
