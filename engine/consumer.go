@@ -293,7 +293,14 @@ func (c *Consumer) work(hard context.Context, w int, h Handler, acks chan<- []ac
 	for chunk := range c.entries {
 		done := make([]ack, 0, len(chunk))
 		for _, msg := range chunk {
-			if a, ok := c.process(hard, w, h, msg); ok {
+			a, ok := c.process(hard, w, h, msg)
+			switch {
+			case ok && msg.redelivered:
+				// An entry delivered again after a stop is acked before the
+				// next call starts: if that call ends this consumer too,
+				// this one must not come back charged with an attempt.
+				c.flush(hard, []ack{a})
+			case ok:
 				done = append(done, a)
 			}
 		}
