@@ -18,13 +18,13 @@ import (
 // found relative to the file that loads them and must lie in the script's
 // own directory tree: a script cannot reach other files through load.
 type loader struct {
-	env     *Env
-	dir     string // the script's directory, absolute
-	root    string // the same, symlinks resolved
+	env      *Env
+	dir      string // the script's directory, absolute
+	root     string // the same, symlinks resolved
 	files    []string
 	sources  [][]byte
 	warnings []string
-	modules map[string]*module // by absolute path
+	modules  map[string]*module // by absolute path
 }
 
 type module struct {
