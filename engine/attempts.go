@@ -100,12 +100,18 @@ type attempts struct {
 	queue    map[string]record // records to write at the next tick
 	count    atomic.Int64      // len(recorded): lets the ack path skip the lock
 
-	// running[w] is the entry worker w is calling, or nil.
-	running []atomic.Pointer[Message]
+	// running[w].m is the entry worker w is calling, or nil. Each on a
+	// cache line of its own: every worker writes its slot twice per entry.
+	running []runningSlot
+}
+
+type runningSlot struct {
+	m atomic.Pointer[Message]
+	_ [56]byte
 }
 
 func newAttempts(key string, workers int) *attempts {
-	return &attempts{key: key, recorded: map[string]bool{}, queue: map[string]record{}, running: make([]atomic.Pointer[Message], workers)}
+	return &attempts{key: key, recorded: map[string]bool{}, queue: map[string]record{}, running: make([]runningSlot, workers)}
 }
 
 // enqueue asks for r to be written at the next tick.
@@ -146,7 +152,7 @@ func (c *Consumer) markLoop(done context.Context) {
 	marked := make([]*Message, len(c.attempts.running)) // whose record was queued
 	tick(done, markAfter, func() {
 		for w := range c.attempts.running {
-			m := c.attempts.running[w].Load()
+			m := c.attempts.running[w].m.Load()
 			// Running since the last tick at least; an entry delivered
 			// again had its record written before the call.
 			if m != nil && m == seen[w] && m != marked[w] && !m.redelivered {

@@ -333,9 +333,9 @@ func (c *Consumer) process(hard context.Context, w int, h Handler, msg *Message)
 		c.inflight.remove(msg.ID)
 		return ack{}, false
 	default:
-		c.attempts.running[w].Store(msg)
+		c.attempts.running[w].m.Store(msg)
 		res = h.Handle(hard, msg)
-		c.attempts.running[w].Store(nil)
+		c.attempts.running[w].m.Store(nil)
 	}
 	if res.Err == nil {
 		c.processed.Add(1)

@@ -63,6 +63,21 @@ type Result struct {
 // Handler processes entries one at a time; it is owned by one worker
 // goroutine, so it needs no locking for its own state.
 //
+// What each outcome of a call does to the entry:
+//
+//	outcome                         entry                                   attempt counted
+//	Err == nil                      Emits added, then acked                 yes
+//	Err != nil, attempts left       stays pending; retried after backoff    yes
+//	Err != nil, last attempt        dead-lettered with Err, then acked      yes
+//	Err wraps ErrDeadLetter         dead-lettered at once, then acked       yes
+//	cut by a forced shutdown        stays pending for the next start        yes, if it ran over 10ms
+//	the process died mid-call       pending; delivered again                yes, if it ran over 10ms
+//	read, never started (a stop)    pending; delivered again                no
+//
+// An entry whose attempts were used up by calls that never ended (its
+// consumers died in them) is dead-lettered without another call. See
+// attempts.go for how attempts survive a stop.
+//
 // Handle is called once per delivery of an entry. It must return when ctx
 // is cancelled (on a forced shutdown), with a non-nil Err if the entry was
 // not fully processed. It must not panic: a runtime turns its script's

@@ -8,6 +8,7 @@ import (
 
 	"github.com/topix-dev/topix"
 	"github.com/topix-dev/topix/engine"
+	"github.com/topix-dev/topix/internal/jsontext"
 )
 
 // emit adds an entry to a stream once the current call has succeeded:
@@ -129,6 +130,10 @@ func fieldValue(v starlark.Value) (string, error) {
 		return "false", nil
 	case starlark.NoneType:
 		return "null", nil
+	case starlark.Float:
+		var buf [32]byte
+		out, err := jsontext.AppendFloat(buf[:0], float64(v))
+		return string(out), err
 	}
 	out, err := appendJSON(nil, v, 0)
 	return string(out), err
