@@ -21,7 +21,10 @@ redis-server: ## the tests start private redis-servers: install one if missing (
 		fi; }
 
 chaos: redis-server ## the fault suite: the real binary against real redis-server processes, killed and restarted
-	$(GO) test -tags chaos -count=1 -v -timeout 20m ./internal/faults/ 2>&1 | grep -E '^ *(--- |PASS|FAIL|ok|panic)|^fault suite figures|^  [a-i]\. |_test.go:[0-9]+: '; exit $${PIPESTATUS[0]}
+	@mkdir -p bin
+	$(GO) test -tags chaos -count=1 -v -timeout 10m ./internal/faults/ > bin/chaos.log 2>&1; rc=$$?; \
+	grep -E '^ *(--- |PASS|FAIL|ok|panic)|^fault suite figures|^  [a-i]\. |_test.go:[0-9]+: ' bin/chaos.log; \
+	if [ $$rc != 0 ]; then echo "--- the end of bin/chaos.log:"; tail -200 bin/chaos.log; fi; exit $$rc
 
 bench: build ## drain throughput against a plain go-redis loop, RSS, latency, ingest (docs/benchmarks.md)
 	$(GO) run ./cmd/topix-bench -topix bin/topix

@@ -65,7 +65,7 @@ func TestBadInput(t *testing.T) {
 			case <-time.After(15 * time.Second):
 				t.Fatal("topix did not exit on bad input")
 			}
-			code := p.exitCode()
+			code := p.exitCode(t)
 			stderr := strings.TrimRight(p.stderr.String(), "\n")
 			if code != tc.code || strings.Count(stderr, "\n") != 0 || !strings.Contains(stderr, tc.line) {
 				t.Errorf("exit %d, stderr %q; want exit %d and one line containing %q", code, stderr, tc.code, tc.line)
@@ -88,7 +88,7 @@ func TestBadInput(t *testing.T) {
 		binary := "\x00\xff\xfe\x80 not utf-8 \xc3\x28"
 		line := fmt.Sprintf(`{"big": %q}`+"\n", big)
 		emit := launch(t, launchEnv{url: srv.URL(), stdin: line}, "emit", "in", "-")
-		if code := emit.exitCode(); code != 0 {
+		if code := emit.exitCode(t); code != 0 {
 			t.Fatalf("emit - of a 1 MB line: exit %d: %s", code, emit.stderr.String())
 		}
 		srv.rdb.XAdd(ctx, &redis.XAddArgs{Stream: "in", Values: []string{"bin\xff", binary, "big", binary}})

@@ -165,7 +165,11 @@ func launch(t *testing.T, env launchEnv, args ...string) *proc {
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-p.done
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("topix %v (pid %d) did not exit within 30s of SIGKILL", args, cmd.Process.Pid)
+		}
 		if t.Failed() {
 			t.Logf("stderr of %v:\n%s", args, tail(p.stderr.String(), 40))
 		}
@@ -193,8 +197,14 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal, within time.Duration) time
 	return time.Since(start)
 }
 
-func (p *proc) exitCode() int {
-	<-p.done
+// exitCode waits for the process to exit, for at most a minute.
+func (p *proc) exitCode(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		t.Fatalf("topix %v (pid %d) has not exited after a minute:\n%s", p.cmd.Args[1:], p.cmd.Process.Pid, tail(p.stderr.String(), 20))
+	}
 	if ee, ok := p.err.(*exec.ExitError); ok {
 		return ee.ExitCode()
 	}

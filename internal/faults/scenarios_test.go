@@ -74,7 +74,7 @@ func TestRedisRestartMidRun(t *testing.T) {
 	if c.sent != n || c.lost != 0 || c.pending != 0 {
 		t.Errorf("%s; want %d sent, 0 pending, 0 lost", c, n)
 	}
-	if code := c1.exitCode(); code != 0 {
+	if code := c1.exitCode(t); code != 0 {
 		t.Errorf("the consumer exited with %d, want 0 (it must survive the restart)", code)
 	}
 	// Once per outage, not a flood; zero when go-redis's own retry of the
@@ -160,7 +160,7 @@ func TestSIGTERMDuringABurst(t *testing.T) {
 	first := consumer(t, srv, "c1", "--shutdown-timeout", "5s", "--concurrency", "2")
 	waitFor(t, 60*time.Second, "a fifth of the entries", func() bool { return resultsLen(srv.rdb) >= n/5 })
 	took := first.stop(t, syscall.SIGTERM, 10*time.Second)
-	if code := first.exitCode(); code != 0 {
+	if code := first.exitCode(t); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
 	// Every acked entry was processed: an entry is acked when it was
