@@ -172,11 +172,7 @@ func appendJSON(dst []byte, v any, depth int) ([]byte, error) {
 		slices.Sort(keys)
 		dst = append(dst, '{')
 		for i, k := range keys {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = jsontext.AppendString(dst, k)
-			dst = append(dst, ':')
+			dst = jsontext.AppendKey(dst, i, k)
 			var err error
 			if dst, err = appendJSON(dst, v[k], depth+1); err != nil {
 				return dst, err

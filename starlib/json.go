@@ -95,11 +95,7 @@ func appendJSON(dst []byte, v starlark.Value, depth int) ([]byte, error) {
 			if err != nil {
 				return dst, err
 			}
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = jsontext.AppendString(dst, string(key))
-			dst = append(dst, ':')
+			dst = jsontext.AppendKey(dst, i, string(key))
 			if dst, err = appendJSON(dst, val, depth+1); err != nil {
 				return dst, err
 			}
@@ -129,11 +125,7 @@ func appendJSON(dst []byte, v starlark.Value, depth int) ([]byte, error) {
 			if err != nil || val == nil {
 				return dst, fmt.Errorf("cannot encode field %s of %s as JSON: %v", name, v.Type(), err)
 			}
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = jsontext.AppendString(dst, name)
-			dst = append(dst, ':')
+			dst = jsontext.AppendKey(dst, i, name)
 			if dst, err = appendJSON(dst, val, depth+1); err != nil {
 				return dst, err
 			}

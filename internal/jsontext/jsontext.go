@@ -73,6 +73,16 @@ func AppendString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
+// AppendKey appends what comes before the value of member i of an object:
+// the comma after the member before it, the key, and the colon.
+func AppendKey(dst []byte, i int, key string) []byte {
+	if i > 0 {
+		dst = append(dst, ',')
+	}
+	dst = AppendString(dst, key)
+	return append(dst, ':')
+}
+
 // ErrNonFinite is the error for NaN and the infinities, which JSON lacks.
 var ErrNonFinite = errors.New("NaN and infinite floats have no JSON form")
 
