@@ -19,7 +19,7 @@ var ErrDeadLetter = errors.New("sent to the dead-letter stream")
 // original entry's fields, in this order.
 var DeadLetterFields = []string{
 	"topix.error",    // the last error
-	"topix.attempts", // deliveries of the entry
+	"topix.attempts", // calls started on the entry
 	"topix.id",       // its id in its stream
 	"topix.stream",   // its stream
 	"topix.group",    // the consumer group

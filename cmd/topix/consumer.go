@@ -32,10 +32,11 @@ msg.attempt):
       print(data["sku"])
 
 An entry is acked only when the call returns. A call that fails (fail(...),
-any error, or the --max-steps or --call-timeout limit) is logged with its
-backtrace; the entry stays pending and is retried with backoff, and after
---max-attempts deliveries it goes to the dead-letter stream (then it is
-acked). Entries idle longer than --claim-idle in any consumer's pending list
+any error, or the --max-steps, --call-timeout or --max-memory limit) is
+logged with its backtrace; the entry stays pending and is retried with
+backoff, and after --max-attempts attempts it goes to the dead-letter stream
+(then it is acked). Attempts are calls that started: an entry read along
+with one that crashed its consumer is not charged one. Entries idle longer than --claim-idle in any consumer's pending list
 (a dead consumer's) are claimed and processed. Scripts can use log, emit,
 dead_letter, json, time and math; see docs/scripting.md and
 docs/reliability.md.
@@ -70,7 +71,7 @@ group if it owns no pending entries. A second signal exits at once.`,
 	f.String(config.FlagName("name"), d.Name, "consumer name in the group (default: <hostname>-<pid>); keep it stable to resume your own pending entries [$TOPIX_NAME]")
 	f.Duration(config.FlagName("shutdown_timeout"), d.ShutdownTimeout, "how long a stop may take to finish the entries already read [$TOPIX_SHUTDOWN_TIMEOUT]")
 	f.Duration(config.FlagName("claim_idle"), d.ClaimIdle, "claim entries idle this long in any consumer's pending list of the group (a dead consumer's) [$TOPIX_CLAIM_IDLE]")
-	f.Int(config.FlagName("max_attempts"), d.MaxAttempts, "deliveries of a failing entry before it goes to the dead-letter stream [$TOPIX_MAX_ATTEMPTS]")
+	f.Int(config.FlagName("max_attempts"), d.MaxAttempts, "attempts (calls started) of a failing entry before it goes to the dead-letter stream [$TOPIX_MAX_ATTEMPTS]")
 	f.Duration(config.FlagName("retry_backoff"), d.RetryBackoff, "wait before retrying a failed entry; doubles with each attempt, up to 1m [$TOPIX_RETRY_BACKOFF]")
 	f.String(config.FlagName("dead_letter"), d.DeadLetter, "dead-letter stream (default: STREAM:dead) [$TOPIX_DEAD_LETTER]")
 	f.Duration(config.FlagName("prune_idle"), d.PruneIdle, "remove other consumers of the group idle this long that own no pending entries; 0 never does [$TOPIX_PRUNE_IDLE]")
