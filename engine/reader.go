@@ -227,7 +227,7 @@ func sizeOf(msgs []*Message) int64 {
 
 // byteBudget bounds the bytes of the entries a consumer holds in memory:
 // read and handed on, not yet processed. A reader starts a read only while
-// they are below the budget (or none are held), so a backlog of big
+// they are below the budget, so a backlog of big
 // entries is drained with bounded memory. Workers give bytes back per
 // chunk, not per entry.
 type byteBudget struct {
@@ -254,7 +254,7 @@ func (b *byteBudget) release(n int64) {
 // wait returns when a read may start, or false when stop came first.
 func (b *byteBudget) wait(stop context.Context) bool {
 	for {
-		if h := b.held.Load(); h <= 0 || h < b.limit {
+		if b.held.Load() < b.limit {
 			return true
 		}
 		// A wake-up can be taken by another reader: look again now and

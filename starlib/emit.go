@@ -42,7 +42,7 @@ func emit(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 	if c == nil {
 		return nil, errors.New("emit: only valid while consuming an entry, not at the top level of a script")
 	}
-	e, err := makeEmit(thread, stream, fields, maxlen)
+	e, err := makeEmit(stream, fields, maxlen)
 	if err != nil {
 		return nil, fmt.Errorf("emit: %w", err)
 	}
@@ -81,7 +81,7 @@ func unpackEmitArgs(name string, args starlark.Tuple, kwargs []starlark.Tuple) (
 	return stream, fields, maxlen, err
 }
 
-func makeEmit(thread *starlark.Thread, stream string, fields *starlark.Dict, maxlen starlark.Value) (engine.Emit, error) {
+func makeEmit(stream string, fields *starlark.Dict, maxlen starlark.Value) (engine.Emit, error) {
 	e := engine.Emit{Stream: stream}
 	if stream == "" {
 		return e, errors.New("the stream name is empty")

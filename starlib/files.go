@@ -50,7 +50,7 @@ func readStar(what, path string) ([]byte, error) {
 	case !mode.IsRegular():
 		return nil, fmt.Errorf("%s %s is not a regular file (%s); give a .star file", what, path, kind(mode))
 	case st.Size() > MaxScriptSize:
-		return nil, fmt.Errorf("%s %s holds %s; a Starlark file may hold at most %s", what, path, FormatBytes(uint64(st.Size())), FormatBytes(MaxScriptSize))
+		return nil, fmt.Errorf("%s %s holds %s; a Starlark file may hold at most %s", what, path, formatBytes(uint64(st.Size())), formatBytes(MaxScriptSize))
 	}
 	// The file may still grow while it is read: read one byte more than
 	// allowed to notice.
@@ -59,7 +59,7 @@ func readStar(what, path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	if len(src) > MaxScriptSize {
-		return nil, fmt.Errorf("%s %s holds more than %s; a Starlark file may hold at most that", what, path, FormatBytes(MaxScriptSize))
+		return nil, fmt.Errorf("%s %s holds more than %s; a Starlark file may hold at most that", what, path, formatBytes(MaxScriptSize))
 	}
 	return src, nil
 }

@@ -56,8 +56,8 @@ func (l *loader) exec(name, abs string, src []byte) (starlark.StringDict, error)
 	thread := l.env.newThread("load " + name)
 	thread.Load = l.load
 	// The top level runs under the same limits as a call.
-	g := l.env.watchdog().newGuard(thread)
-	deadline := g.begin(context.Background(), l.env.callTimeout(), fmt.Sprintf("the top level took longer than the call timeout (%s)", l.env.callTimeout()))
+	g := l.env.watchdog().newGuard(thread, fmt.Sprintf("the top level took longer than the call timeout (%s)", l.env.callTimeout()))
+	deadline := g.begin(context.Background(), l.env.callTimeout())
 	globals, err := prog.Init(thread, predeclared)
 	if why := g.end(deadline); why != "" && err == nil {
 		err = errors.New(why)

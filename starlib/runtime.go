@@ -34,8 +34,7 @@ func (r *Runtime) Script() *Script { return r.script.Load() }
 // NewHandler returns the handler of one worker.
 func (r *Runtime) NewHandler(worker int) (engine.Handler, error) {
 	h := &handler{rt: r, thread: r.env.newThread(fmt.Sprintf("worker-%d", worker))}
-	h.guard = r.env.watchdog().newGuard(h.thread)
-	h.timeout = fmt.Sprintf("the call took longer than the call timeout (%s)", r.env.callTimeout())
+	h.guard = r.env.watchdog().newGuard(h.thread, fmt.Sprintf("the call took longer than the call timeout (%s)", r.env.callTimeout()))
 	h.thread.SetLocal(callKey, &h.call)
 	return h, nil
 }
@@ -67,8 +66,7 @@ type handler struct {
 	call   call
 	args   [2]starlark.Value
 
-	guard   *guard // the watchdog's: call timeout, cancellation, memory
-	timeout string // the error of a call that outlived the call timeout
+	guard *guard // the watchdog's: call timeout, cancellation, memory
 }
 
 // Handle calls the consumer function on one entry, within the step budget
@@ -85,7 +83,7 @@ func (h *handler) Handle(ctx context.Context, msg *engine.Message) engine.Result
 	}
 	h.call = call{msg: msg}
 	h.thread.Steps = 0
-	deadline := h.guard.begin(ctx, env.callTimeout(), h.timeout)
+	deadline := h.guard.begin(ctx, env.callTimeout())
 
 	_, err := starlark.Call(h.thread, s.fn, args, nil)
 	if why := h.guard.end(deadline); why != "" && err == nil {

@@ -61,16 +61,17 @@ type guard struct {
 	mu       sync.Mutex   // orders a cancellation against the start of a run
 	run      atomic.Int64 // one more for each run; cancellations name the run
 	deadline atomic.Int64 // unix nanoseconds; 0 while the thread runs nothing
-	timeout  string       // the reason given when the deadline passes
+	timeout  string       // the reason given when the deadline passes; set once, at newGuard
 	ctx      atomic.Pointer[ctxBox]
 	reason   atomic.Pointer[string] // why the watchdog cancelled the current run
 }
 
 type ctxBox struct{ ctx context.Context }
 
-// newGuard registers thread with the watchdog.
-func (w *watchdog) newGuard(thread *starlark.Thread) *guard {
-	g := &guard{thread: thread, dog: w}
+// newGuard registers thread with the watchdog; timeout is the reason a
+// run of it fails with when it outlives its deadline.
+func (w *watchdog) newGuard(thread *starlark.Thread, timeout string) *guard {
+	g := &guard{thread: thread, dog: w, timeout: timeout}
 	w.mu.Lock()
 	w.guards = append(w.guards, weak.Make(g))
 	start := !w.running
@@ -86,15 +87,12 @@ func (w *watchdog) newGuard(thread *starlark.Thread) *guard {
 }
 
 // begin starts a run limited to timeout and to ctx:
-// from here the watchdog may cancel the thread. why says what the timeout
-// limits, for the error. The thread must not be running. The deadline is
+// from here the watchdog may cancel the thread. The thread must not be
+// running. The deadline is
 // on the watchdog's clock, which may be a tick late: a run may be stopped
 // up to a tick before its full timeout.
-func (g *guard) begin(ctx context.Context, timeout time.Duration, why string) (deadline int64) {
+func (g *guard) begin(ctx context.Context, timeout time.Duration) (deadline int64) {
 	deadline = g.dog.now.Load() + int64(timeout)
-	if why != g.timeout {
-		g.timeout = why
-	}
 	g.mu.Lock()
 	g.thread.Uncancel()
 	g.reason.Store(nil)
@@ -204,7 +202,7 @@ func (w *watchdog) checkMemory(heap []metrics.Sample, live []*guard) {
 		return
 	}
 	reason := fmt.Sprintf("memory limit exceeded: the heap reached %s, above the --max-memory of %s",
-		FormatBytes(used), FormatBytes(w.maxMemory))
+		formatBytes(used), formatBytes(w.maxMemory))
 	for _, g := range live {
 		if n := g.run.Load(); g.cancel(n, reason) {
 			w.cancelled = append(w.cancelled, cancelledRun{g, n})
@@ -215,8 +213,8 @@ func (w *watchdog) checkMemory(heap []metrics.Sample, live []*guard) {
 	}
 }
 
-// FormatBytes writes a byte count in binary units: 512 B, 1.5 KiB, 3 GiB.
-func FormatBytes(n uint64) string {
+// formatBytes writes a byte count in binary units: 512 B, 1.5 KiB, 3 GiB.
+func formatBytes(n uint64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
