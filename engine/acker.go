@@ -3,7 +3,8 @@ package engine
 import (
 	"context"
 	"errors"
-	"strings"
+	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -16,14 +17,36 @@ import (
 type ack struct {
 	id    string
 	emits []Emit
-	dead  bool // the only emit is the entry's dead letter
+	dead  bool     // the only emit is the entry's dead letter
+	msg   *Message // the entry, for its retry or dead letter if an emit fails
+
+	// added[i] is true once emits[i] is known to be in its stream: a flush
+	// sent again after a failed connection does not add it twice. nil
+	// until a flush fails part-way.
+	added []bool
+}
+
+// size is the bytes the emits of a still to send.
+func (a *ack) size() int64 {
+	var n int64
+	for i, e := range a.emits {
+		if a.added != nil && a.added[i] {
+			continue
+		}
+		n += int64(len(e.Stream))
+		for _, f := range e.Fields {
+			n += int64(len(f.Name) + len(f.Value))
+		}
+	}
+	return n
 }
 
 const (
-	maxAckBatch = 1024                   // bounds one pipeline
-	ackEnough   = 128                    // a batch this big is flushed at once
-	ackLinger   = 500 * time.Microsecond // how long a smaller batch waits for more
-	ackFlushers = 3                      // batches in flight at once
+	maxAckBatch   = 1024                   // bounds one pipeline, in entries
+	maxFlushBytes = 1 << 20                // bounds one pipeline, in bytes of emits
+	ackEnough     = 128                    // a batch this big is flushed at once
+	ackLinger     = 500 * time.Microsecond // how long a smaller batch waits for more
+	ackFlushers   = 3                      // batches in flight at once
 )
 
 // ackLoop batches acks: it takes what the workers have finished and waits
@@ -83,28 +106,64 @@ func (c *Consumer) ackLoop(hard context.Context, acks <-chan []ack) {
 	}
 }
 
-// flush adds the emits of batch and acks its entries, retrying while Redis
-// fails until hard is done; then it makes one last try. Entries it cannot
-// ack stay pending: they are delivered again, never lost.
+// flush adds the emits of batch and acks its entries, in pipelines of at
+// most maxFlushBytes of emits (an entry with more goes alone), each given
+// the time its size needs; see flushPart.
 func (c *Consumer) flush(hard context.Context, batch []ack) {
-	for n := 0; ; n++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		sent := time.Now()
-		left, err := c.flushOnce(ctx, batch)
-		cancel()
-		if err == nil {
-			c.redis.ok(sent)
-			return
+	for len(batch) > 0 {
+		n, bytes := 0, int64(0)
+		for n < len(batch) {
+			s := batch[n].size()
+			if n > 0 && bytes+s > maxFlushBytes {
+				break
+			}
+			bytes += s
+			n++
 		}
-		if isNoGroup(err) {
+		c.flushPart(hard, batch[:n], bytes)
+		batch = batch[n:]
+	}
+}
+
+// flushPart sends one part, retrying while Redis fails until hard is done;
+// then it makes one last try. Entries it cannot ack stay pending: they are
+// delivered again, never lost. A retry sends only what is not known to be
+// applied: an emit whose XADD was answered is not added again.
+func (c *Consumer) flushPart(hard context.Context, batch []ack, bytes int64) {
+	timeout := flushTimeout(bytes)
+	rdb := c.forSize(timeout)
+	for n := 0; len(batch) > 0; n++ {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		sent := time.Now()
+		left, err := c.flushOnce(ctx, rdb, batch)
+		cancel()
+		batch = left
+		kind := classify(err)
+		switch {
+		case kind == errNone:
+			c.redis.ok(sent)
+			continue // what is left are dead letters of entries whose emits failed
+		case kind == errNoGroup:
 			// The group is gone and its pending list with it: the reader
-			// creates it again, and these entries come back from there.
+			// creates it again. These entries were processed.
 			c.log.Warn("the consumer group vanished before these entries were acked", "entries", len(left))
 			c.forget(left)
 			return
+		case kind == errPermission:
+			c.forget(left)
+			c.stopWith(permission("XACK", c.opts.Stream, err))
+			return
+		case !retryable(kind):
+			c.log.Error("Redis refused to ack entries; they stay pending and are delivered again", "entries", len(left), "err", err)
+			c.forget(left)
+			return
 		}
-		batch = left
-		c.redis.fail("acking", err, sent)
+		if kind == errConn && errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+			c.redis.fail(fmt.Sprintf("acking (a flush of %d entries and %s of emits got no answer within %s)",
+				len(batch), formatSize(bytes), timeout.Round(time.Millisecond)), err, sent)
+		} else {
+			c.redis.fail("acking", err, sent)
+		}
 		if hard.Err() != nil && n > 0 {
 			c.log.Warn("gave up acking; these entries stay pending and will be delivered again",
 				"entries", len(batch), "err", err)
@@ -115,39 +174,103 @@ func (c *Consumer) flush(hard context.Context, batch []ack) {
 	}
 }
 
-// flushOnce sends one batch and returns the acks still to do.
+// Timeouts of a flush: long enough for its bytes over a slow link, so that
+// a big flush is not cut short and sent again for ever.
+const (
+	flushBaseTimeout = 10 * time.Second
+	minLinkRate      = 256 << 10 // bytes per second a link is assumed to carry at least
+)
+
+func flushTimeout(bytes int64) time.Duration {
+	return flushBaseTimeout + time.Duration(bytes)*time.Second/minLinkRate
+}
+
+// forSize returns the client to send a flush with: rdb itself, or, when
+// rdb's read or write timeout is shorter than timeout, a clone of it with
+// that timeout on the same connections. (A cluster client has no such
+// clone; there the flush's byte bound keeps it within the timeouts.)
+func (c *Consumer) forSize(timeout time.Duration) redis.UniversalClient {
+	cl, ok := c.rdb.(*redis.Client)
+	if !ok {
+		return c.rdb
+	}
+	o := cl.Options()
+	short := func(d time.Duration) bool { return d > 0 && d < timeout }
+	if !short(o.WriteTimeout) && !short(o.ReadTimeout) {
+		return c.rdb
+	}
+	return cl.WithTimeout(timeout)
+}
+
+// formatSize writes n bytes for a log line.
+func formatSize(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fKiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// unsent reports whether a connection error means the command never left:
+// the dial failed, or no connection was free.
+func unsent(err error) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, redis.ErrPoolTimeout)
+}
+
+// flushOnce sends one part and returns what is left to do, with the error
+// that left it; with a nil error, what is left are new dead letters.
 //
-// Entries without emits are acked in the first pipeline, alongside the
-// XADDs of the others. An entry with emits is acked only after every one of
-// its XADDs succeeded, in a second round trip: in a pipeline, an XADD that
-// fails (say, WRONGTYPE) does not stop the XACK after it, and acking then
-// would lose the emit.
-func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err error) {
+// Entries without emits (or whose emits are all in) are acked in the
+// first pipeline, alongside the XADDs of the others. An entry with emits
+// is acked only after every one of its XADDs succeeded, in a second round
+// trip: in a pipeline, an XADD that fails (say, WRONGTYPE) does not stop
+// the XACK after it, and acking then would lose the emit.
+//
+// An emit that Redis refuses (WRONGTYPE, OOM, NOPERM on its key, ...)
+// fails its entry, as a failed call does: it is retried after its backoff,
+// and dead-lettered with Redis's error after its last attempt.
+func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, batch []ack) (left []ack, err error) {
 	plain := make([]string, 0, len(batch))
-	var withEmits []ack
-	for _, a := range batch {
-		if len(a.emits) == 0 {
-			plain = append(plain, a.id)
-		} else {
-			withEmits = append(withEmits, a)
+	var withEmits []int // indexes in batch
+	nargs, nemits := 0, 0
+	for i := range batch {
+		a := &batch[i]
+		todo := 0
+		for j, e := range a.emits {
+			if a.added == nil || !a.added[j] {
+				todo++
+				nargs += 6 + 2*len(e.Fields)
+			}
 		}
+		if todo == 0 {
+			plain = append(plain, a.id)
+			continue
+		}
+		nemits += todo
+		withEmits = append(withEmits, i)
 	}
 	// One array holds the arguments of all the XADDs, one the commands.
-	nargs, nemits := 0, 0
-	for _, a := range withEmits {
-		for _, e := range a.emits {
-			nargs += 6 + 2*len(e.Fields)
-			nemits++
-		}
-	}
 	args := make([]any, 0, nargs)
 	cmds := make([]*redis.Cmd, 0, nemits)
-	pipe := c.rdb.Pipeline()
-	adds := make([][]*redis.Cmd, len(withEmits))
-	for i, a := range withEmits {
+	pipe := rdb.Pipeline()
+	adds := make([][]*redis.Cmd, len(withEmits)) // adds[k][j]: emits[j] of batch[withEmits[k]]; nil when not sent
+	var again, dead []ack
+	for k, i := range withEmits {
+		a := &batch[i]
 		// All of an entry's emits are checked before any is sent: a runtime
 		// hands only valid ones, and one that can never succeed must not
-		// leave its siblings added while the entry stays pending.
+		// leave its siblings added while the entry is retried.
 		var invalid error
 		for _, e := range a.emits {
 			if invalid = topix.CheckEntry(e.Stream, e.Fields, e.MaxLen); invalid != nil {
@@ -155,18 +278,23 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 			}
 		}
 		if invalid != nil {
-			c.log.Error("invalid emit; the entry stays pending", "id", a.id, "err", invalid)
-			c.inflight.remove(a.id)
+			if d, ok := c.emitFailed(a, fmt.Errorf("invalid emit: %w", invalid)); ok {
+				dead = append(dead, d)
+			}
+			withEmits[k] = -1
 			continue
 		}
-		start := len(cmds)
+		adds[k] = make([]*redis.Cmd, len(a.emits))
 		for j := range a.emits {
+			if a.added != nil && a.added[j] {
+				continue
+			}
 			var cmd *redis.Cmd
 			cmd, args = xadd(ctx, &a.emits[j], args)
 			cmds = append(cmds, cmd)
+			adds[k][j] = cmd
 			_ = pipe.Process(ctx, cmd)
 		}
-		adds[i] = cmds[start:len(cmds):len(cmds)]
 	}
 	var plainAck *redis.IntCmd
 	if len(plain) > 0 {
@@ -174,63 +302,134 @@ func (c *Consumer) flushOnce(ctx context.Context, batch []ack) (left []ack, err 
 		_ = pipe.Process(ctx, plainAck)
 		c.deleteRecords(ctx, pipe, plain)
 	}
-	sent, _ := pipe.Exec(ctx)
-	for _, cmd := range sent {
-		if err := cmd.Err(); err != nil && (!isServerError(err) || isTransient(err)) {
-			// The connection failed: what was applied is unknown, so all of
-			// it is sent again (a re-sent XADD makes a duplicate emit, which
-			// at-least-once allows; a re-sent XACK is harmless).
-			return batch, err
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx)
+	}
+
+	var failure error // the first error that leaves work for a retry
+	fail := func(err error) {
+		if failure == nil {
+			failure = err
 		}
 	}
 	if plainAck != nil {
 		if err := plainAck.Err(); err != nil {
-			return batch, err
+			fail(err)
+			for _, id := range plain {
+				again = append(again, ack{id: id})
+			}
+		} else {
+			c.acked.Add(int64(len(plain)))
+			c.inflight.remove(plain...)
 		}
-		c.acked.Add(int64(len(plain)))
-		c.inflight.remove(plain...)
 	}
-
 	ready := make([]string, 0, len(withEmits))
-	for i, a := range withEmits {
-		ok := adds[i] != nil // nil: an invalid emit, nothing sent
-		for j, cmd := range adds[i] {
-			if err := cmd.Err(); err != nil {
-				ok = false
-				c.log.Error("emit failed; the entry stays pending", "id", a.id, "stream", a.emits[j].Stream, "err", err)
+	var readyDead int64
+	resent := 0
+	for k, i := range withEmits {
+		if i < 0 {
+			continue
+		}
+		a := batch[i]
+		var refused error
+		retry := false
+		for j, cmd := range adds[k] {
+			if cmd == nil {
+				continue
+			}
+			err := cmd.Err()
+			switch kind := classify(err); {
+			case kind == errNone:
+				if a.added == nil {
+					a.added = make([]bool, len(a.emits))
+				}
+				a.added[j] = true
+			case retryable(kind):
+				retry = true
+				fail(err)
+				if kind == errConn && !unsent(err) {
+					resent++ // Redis may have added it before the connection failed
+				}
+			case refused == nil:
+				refused = fmt.Errorf("emit to stream %q failed: %w", a.emits[j].Stream, err)
+				if kind == errPermission {
+					refused = permission("XADD", a.emits[j].Stream, err)
+				}
 			}
 		}
-		if ok {
+		switch {
+		case refused != nil:
+			if d, ok := c.emitFailed(&a, refused); ok {
+				dead = append(dead, d)
+			}
+		case retry:
+			again = append(again, a)
+		default:
 			ready = append(ready, a.id)
 			if a.dead {
-				c.dead.Add(1)
+				readyDead++
 			}
-		} else if adds[i] != nil {
+		}
+	}
+	if resent > 0 {
+		c.resent.Add(int64(resent))
+		c.log.Warn("the connection failed during a flush; sending again the emits it did not confirm: Redis may have added some already, and they would then appear twice",
+			"emits", resent, "err", failure)
+	}
+	if len(ready) > 0 {
+		if failure != nil {
+			// The connection is failing: ack these with the rest at the next
+			// try; their emits are in.
+			for _, id := range ready {
+				again = append(again, ack{id: id})
+			}
+		} else {
+			ackReady := c.xack(ctx, ready)
+			if had := c.attempts.forget(ready); len(had) > 0 {
+				pipe := rdb.Pipeline()
+				_ = pipe.Process(ctx, ackReady)
+				pipe.HDel(ctx, c.attempts.key, had...)
+				_, _ = pipe.Exec(ctx)
+			} else {
+				_ = rdb.Process(ctx, ackReady)
+			}
+			if err := ackReady.Err(); err != nil {
+				fail(err)
+				for _, id := range ready {
+					again = append(again, ack{id: id}) // its emits are in; only the ack is missing
+				}
+			} else {
+				c.dead.Add(readyDead)
+				c.acked.Add(int64(len(ready)))
+				c.inflight.remove(ready...)
+			}
+		}
+	}
+	return append(again, dead...), failure
+}
+
+// emitFailed fails the entry of a, whose emit Redis refused, as if its
+// call had failed with err: it is retried after its backoff, or, after its
+// last attempt, dead-lettered with err (the dead letter is returned, to be
+// flushed). A dead letter that Redis refuses is tried again later; a
+// refusal for the ACL stops the consumer.
+func (c *Consumer) emitFailed(a *ack, err error) (ack, bool) {
+	msg := a.msg
+	if a.dead {
+		var pe *PermissionError
+		if errors.As(err, &pe) {
 			c.inflight.remove(a.id)
+			c.stopWith(err)
+			return ack{}, false
 		}
+		wait := c.retryDelay(msg.Attempt)
+		c.log.Error("could not add the entry to the dead-letter stream; it stays pending and is tried again",
+			"id", a.id, "dead_letter", c.opts.DeadLetter, "err", err, "retry_in", wait.String())
+		c.retries.add(retry{id: a.id, attempt: msg.Attempt, failed: msg.failed, due: time.Now().Add(wait), deadReason: msg.deadReason})
+		return ack{}, false
 	}
-	if len(ready) == 0 {
-		return nil, nil
-	}
-	ackReady := c.xack(ctx, ready)
-	if had := c.attempts.forget(ready); len(had) > 0 {
-		pipe := c.rdb.Pipeline()
-		_ = pipe.Process(ctx, ackReady)
-		pipe.HDel(ctx, c.attempts.key, had...)
-		_, _ = pipe.Exec(ctx)
-	} else {
-		_ = c.rdb.Process(ctx, ackReady)
-	}
-	if err := ackReady.Err(); err != nil {
-		left = make([]ack, 0, len(ready))
-		for _, id := range ready {
-			left = append(left, ack{id: id}) // its emits are in; only the ack is missing
-		}
-		return left, err
-	}
-	c.acked.Add(int64(len(ready)))
-	c.inflight.remove(ready...)
-	return nil, nil
+	c.processed.Add(-1)
+	return c.failCall(context.Background(), msg, err)
 }
 
 // The words of XADD and XACK, boxed once. The other arguments point at the
@@ -268,26 +467,6 @@ func (c *Consumer) xack(ctx context.Context, ids []string) *redis.IntCmd {
 		args = append(args, &ids[i])
 	}
 	return redis.NewIntCmd(ctx, args...)
-}
-
-// isServerError tells an error reply of Redis (WRONGTYPE, OOM, ...) from a
-// failure to talk to it.
-func isServerError(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re)
-}
-
-// isTransient tells the error replies that mean "try again" (a server
-// loading its data, a cluster resharding or failing over) from the ones
-// that mean "this will never work".
-func isTransient(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"LOADING", "TRYAGAIN", "CLUSTERDOWN", "UNBLOCKED", "MASTERDOWN", "BUSY ", "READONLY", "MOVED", "ASK "} {
-		if strings.HasPrefix(msg, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // forget drops acks that could not be sent from the entries this consumer

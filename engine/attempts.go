@@ -188,7 +188,7 @@ func (c *Consumer) writeRecords(ctx context.Context) {
 	pipe.Do(ctx, args...)
 	pipe.Expire(ctx, a.key, attemptsTTL)
 	if _, err := pipe.Exec(ctx); err != nil {
-		c.redis.fail("recording the attempts of entries in progress", err, sent)
+		c.loopFailed("recording the attempts of entries in progress", "HSET", a.key, err, sent)
 		// Keep what was not written for the next tick, unless a newer
 		// record or the ack came in the meantime.
 		a.mu.Lock()
@@ -210,7 +210,7 @@ func (c *Consumer) recordStart(ctx context.Context, m *Message) bool {
 	pipe.HSet(ctx, c.attempts.key, m.ID, record{m.Attempt, m.failed}.value())
 	pipe.Expire(ctx, c.attempts.key, attemptsTTL)
 	if _, err := pipe.Exec(ctx); err != nil {
-		c.redis.fail("recording the attempt of an entry delivered again", err, sent)
+		c.loopFailed("recording the attempt of an entry delivered again", "HSET", c.attempts.key, err, sent)
 		return false
 	}
 	a := c.attempts
@@ -234,6 +234,9 @@ func (c *Consumer) loadRecords(ctx context.Context, msgs []*Message) {
 		m.redelivered = true
 	}
 	vals, err := c.rdb.HMGet(ctx, c.attempts.key, ids...).Result()
+	if classify(err) == errPermission {
+		c.stopWith(permission("HMGET", c.attempts.key, err))
+	}
 	for i, m := range msgs {
 		var r record
 		if err == nil {

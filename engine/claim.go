@@ -108,7 +108,7 @@ func (c *Consumer) leaseLoop(done context.Context) {
 	tick(done, every, func() {
 		sent := time.Now()
 		if err := c.lease(ctx, every); err != nil {
-			c.redis.fail("renewing the lease on entries in progress", err, sent)
+			c.loopFailed("renewing the lease on entries in progress", "XCLAIM", c.opts.Stream, err, sent)
 		}
 	})
 }
@@ -123,13 +123,13 @@ func (c *Consumer) claimLoop(stop, hard context.Context) {
 		// a full queue would wait here instead of elsewhere.
 		if len(c.entries) < cap(c.entries)/2+1 {
 			if err := c.reclaim(stop, hard); err != nil {
-				c.redis.fail("claiming idle entries", err, sent)
+				c.loopFailed("claiming idle entries", "XAUTOCLAIM", c.opts.Stream, err, sent)
 				return
 			}
 		}
 		if c.opts.PruneIdle > 0 {
 			if err := c.prune(ctx); err != nil {
-				c.redis.fail("pruning idle consumers", err, sent)
+				c.loopFailed("pruning idle consumers (--prune-idle)", "EVALSHA", c.opts.Stream, err, sent)
 			}
 		}
 	})
@@ -204,7 +204,7 @@ func (c *Consumer) reclaim(stop, hard context.Context) error {
 		reply, err := c.rdb.Do(ctx, "XAUTOCLAIM", c.opts.Stream, c.opts.Group, c.opts.Consumer,
 			c.opts.ClaimIdle.Milliseconds(), cursor, "COUNT", c.opts.Batch).Slice()
 		if err != nil {
-			if isNoGroup(err) {
+			if classify(err) == errNoGroup {
 				return nil // the reader creates it again
 			}
 			return err
@@ -230,6 +230,7 @@ func (c *Consumer) reclaim(stop, hard context.Context) error {
 		}
 		msgs = slices.DeleteFunc(msgs, func(m *Message) bool { return c.inflight.has(m.ID) })
 		if len(msgs) > 0 {
+			c.seen.see(msgs[len(msgs)-1].ID, "the newest entry this consumer claimed")
 			c.inflight.addAll(msgs)
 			c.loadRecords(ctx, msgs)
 			c.claimed.Add(int64(len(msgs)))
@@ -246,28 +247,51 @@ func (c *Consumer) reclaim(stop, hard context.Context) error {
 	return nil
 }
 
+// pruneScript removes, in one atomic step, the consumers of a group other
+// than ARGV[2] that are idle at least ARGV[3] ms and own no pending
+// entries, and returns [name, idle, ...] of those it removed. Checking and
+// deleting in one step matters: a consumer that read entries between a
+// separate check and its XGROUP DELCONSUMER would have them dropped from
+// the pending list. "idle" is the time since the consumer's last read
+// attempt: a consumer blocked in XREADGROUP renews it every BLOCK.
+var pruneScript = redis.NewScript(`
+local removed = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0 and tonumber(f['idle']) >= tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    removed[#removed + 1] = f['name']
+    removed[#removed + 1] = f['idle']
+  end
+end
+return removed
+`)
+
+// MinPruneIdle is the shortest PruneIdle that tells a consumer blocked in a
+// read of block from a dead one: a live consumer renews its idle time at
+// every read, and reads at least every block (plus its backoff of up to 5s
+// while Redis fails).
+func MinPruneIdle(block time.Duration) time.Duration {
+	return max(10*time.Second, 3*block)
+}
+
 // prune removes the group's other consumers that have been idle at least
 // PruneIdle and own no pending entries. Consumers that own entries are
 // never removed: that would drop their entries from the pending list.
 func (c *Consumer) prune(ctx context.Context) error {
-	consumers, err := c.rdb.XInfoConsumers(ctx, c.opts.Stream, c.opts.Group).Result()
+	removed, err := pruneScript.Run(ctx, c.rdb, []string{c.opts.Stream},
+		c.opts.Group, c.opts.Consumer, c.opts.PruneIdle.Milliseconds()).Slice()
 	if err != nil {
-		if isNoGroup(err) {
+		if classify(err) == errNoGroup {
 			return nil
 		}
 		return err
 	}
-	for _, cons := range consumers {
-		if cons.Name == c.opts.Consumer || cons.Pending > 0 || cons.Idle < c.opts.PruneIdle {
-			continue
-		}
-		// DELCONSUMER returns the pending count it dropped; it was 0 a
-		// moment ago, and a consumer idle that long has not read since.
-		n, err := c.rdb.XGroupDelConsumer(ctx, c.opts.Stream, c.opts.Group, cons.Name).Result()
-		if err != nil {
-			return err
-		}
-		c.log.Info("pruned an idle consumer", "pruned", cons.Name, "idle", cons.Idle.Round(time.Second).String(), "pending_dropped", n)
+	for i := 0; i+1 < len(removed); i += 2 {
+		idle, _ := removed[i+1].(int64)
+		c.log.Info("pruned an idle consumer that owned no pending entries", "pruned", removed[i],
+			"idle", (time.Duration(idle) * time.Millisecond).Round(time.Second).String())
 	}
 	return nil
 }

@@ -150,6 +150,11 @@ type Stats struct {
 	Claimed      int64 // entries claimed from other consumers' pending lists
 	Acked        int64 // entries acked, including dead-lettered and deleted ones
 	Pending      int64 // entries this consumer still owned when it stopped
+
+	// Resent counts emits sent again because the connection failed before
+	// Redis confirmed them: Redis may have added them already, so each may
+	// be in its stream twice.
+	Resent int64
 }
 
 // Consumer reads one stream through a consumer group and runs a Handler on
@@ -160,8 +165,8 @@ type Consumer struct {
 	opts Options
 	log  *slog.Logger
 
-	processed, failed, dead, claimed, acked atomic.Int64
-	pending                                 int64
+	processed, failed, dead, claimed, acked, resent atomic.Int64
+	pending                                         int64
 
 	inflight inflight        // entries this consumer holds: read, not yet acked
 	attempts *attempts       // the attempt records of entries whose attempts matter after a stop
@@ -171,6 +176,12 @@ type Consumer struct {
 	entries  chan []*Message // to the workers, in chunks
 
 	niceFailed sync.Once // a failed WorkerNice is logged once
+
+	seen position // where this consumer last saw the group
+
+	stopRun   context.CancelFunc // stops the run as a signal would
+	fatalOnce sync.Once
+	fatal     error // why the run stopped by itself, returned by Run
 }
 
 // New checks opts and returns a Consumer that is not yet running.
@@ -196,6 +207,7 @@ func (c *Consumer) Stats() Stats {
 		Claimed:      c.claimed.Load(),
 		Acked:        c.acked.Load(),
 		Pending:      c.pending,
+		Resent:       c.resent.Load(),
 	}
 }
 
@@ -207,10 +219,15 @@ func (c *Consumer) Stats() Stats {
 // are flushed, and the consumer is deleted from the group if it owns no
 // pending entries. Run then returns nil.
 //
-// Run returns an error only when it cannot start: the group cannot be
-// created, the stream's key is not a stream, or the Runtime fails to make a
-// Handler. While running, Redis errors are logged and retried.
+// Run returns an error when it cannot start (the group cannot be created,
+// the stream's key is not a stream, the Runtime fails to make a Handler),
+// and when it stopped because of an error that retrying cannot fix: a
+// *PermissionError (the ACL user may not run a command it needs), or the
+// stream's key replaced by another type (ErrWrongType). Then it stops as
+// gracefully as Redis allows. Other Redis errors are logged and retried.
 func (c *Consumer) Run(ctx context.Context) error {
+	ctx, c.stopRun = context.WithCancel(ctx)
+	defer c.stopRun()
 	handlers := make([]Handler, c.opts.Concurrency)
 	for i := range handlers {
 		h, err := c.rt.NewHandler(i)
@@ -219,12 +236,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		handlers[i] = h
 	}
-	created, err := CreateGroup(ctx, c.rdb, c.opts.Stream, c.opts.Group, c.opts.Start)
-	if err != nil {
+	if err := c.ensureGroup(ctx); err != nil {
 		return err
-	}
-	if created {
-		c.log.Info("created consumer group", "start", c.opts.Start)
 	}
 	c.log.Info("consuming", "workers", c.opts.Concurrency, "batch", c.opts.Batch, "batch_bytes", c.opts.BatchBytes,
 		"claim_idle", c.opts.ClaimIdle.String(), "max_attempts", c.opts.MaxAttempts, "dead_letter", c.opts.DeadLetter,
@@ -276,7 +289,18 @@ func (c *Consumer) Run(ctx context.Context) error {
 	<-ackerDone
 
 	c.finish()
-	return nil
+	return c.fatal
+}
+
+// stopWith stops the run because of err, which retrying cannot fix, as a
+// signal would: the entries read are finished and acked if Redis lets it.
+// Run returns the first such err.
+func (c *Consumer) stopWith(err error) {
+	c.fatalOnce.Do(func() {
+		c.fatal = err
+		c.log.Error("stopping: Redis refused what retrying cannot fix", "err", err.Error())
+		c.stopRun()
+	})
 }
 
 // work runs one worker: one Handler, one entry at a time. A success goes
@@ -319,6 +343,10 @@ func (c *Consumer) process(hard context.Context, w int, h Handler, msg *Message)
 	}
 	var res Result
 	switch {
+	case msg.deadReason != "":
+		// Its dead letter was refused before: try adding it again, without
+		// another call.
+		return ack{id: msg.ID, emits: []Emit{c.deadLetter(msg, errors.New(msg.deadReason))}, dead: true, msg: msg}, true
 	case msg.redelivered && msg.Attempt > int64(c.opts.MaxAttempts):
 		// Its attempts are used up, and the last did not end: its
 		// consumer stopped while processing it. Calling it again might
@@ -339,25 +367,34 @@ func (c *Consumer) process(hard context.Context, w int, h Handler, msg *Message)
 	}
 	if res.Err == nil {
 		c.processed.Add(1)
-		return ack{id: msg.ID, emits: res.Emits}, true
+		return ack{id: msg.ID, emits: res.Emits, msg: msg}, true
 	}
+	return c.failCall(hard, msg, res.Err)
+}
+
+// failCall handles an entry whose call failed with err (or whose emits
+// Redis refused): it is retried after its backoff, or dead-lettered after
+// its last attempt, or at once for ErrDeadLetter; then the dead letter is
+// returned, to be flushed like an ack.
+func (c *Consumer) failCall(hard context.Context, msg *Message, err error) (ack, bool) {
 	c.failed.Add(1)
-	rejected := errors.Is(res.Err, ErrDeadLetter)
+	rejected := errors.Is(err, ErrDeadLetter)
 	last := msg.Attempt >= int64(c.opts.MaxAttempts)
-	attrs := append([]any{"id", msg.ID, "attempt", msg.Attempt}, ErrorAttrs(res.Err)...)
+	attrs := append([]any{"id", msg.ID, "attempt", msg.Attempt}, ErrorAttrs(err)...)
 	switch {
 	case hard.Err() != nil:
 		c.log.Warn("entry cut short by the shutdown; it stays pending", attrs...)
 		c.inflight.remove(msg.ID)
 	case rejected || last:
 		c.log.Warn("entry failed; sending it to the dead-letter stream", append(attrs, "dead_letter", c.opts.DeadLetter)...)
-		return ack{id: msg.ID, emits: []Emit{c.deadLetter(msg, res.Err)}, dead: true}, true
+		msg.deadReason = err.Error()
+		return ack{id: msg.ID, emits: []Emit{c.deadLetter(msg, err)}, dead: true, msg: msg}, true
 	default:
 		wait := c.retryDelay(msg.Attempt)
 		c.log.Warn("entry failed; it stays pending and is retried", append(attrs, "retry_in", wait.String())...)
 		// Recorded, so that a stop before the retry does not forget it.
 		c.attempts.enqueue(msg.ID, record{msg.Attempt, msg.failed + 1})
-		c.retries.add(msg.ID, msg.Attempt, msg.failed+1, time.Now().Add(wait))
+		c.retries.add(retry{id: msg.ID, attempt: msg.Attempt, failed: msg.failed + 1, due: time.Now().Add(wait)})
 	}
 	return ack{}, false
 }
@@ -380,6 +417,27 @@ func (c *Consumer) finish() {
 	}
 	c.log.Info("stopped", "processed", c.processed.Load(), "failed", c.failed.Load(), "dead_lettered", c.dead.Load(),
 		"claimed", c.claimed.Load(), "acked", c.acked.Load(), "pending", pending)
+}
+
+// loopFailed handles the error of a command a loop sent at sent, doing
+// what: an error that retrying cannot fix (a permission refused, the
+// stream replaced by another type) stops the consumer; a vanished group is
+// the reader's to create again; anything else is an outage, logged once,
+// and the loop retries.
+func (c *Consumer) loopFailed(what, command, key string, err error, sent time.Time) {
+	switch classify(err) {
+	case errPermission:
+		c.stopWith(permission(command, key, err))
+	case errWrongType:
+		if key == c.opts.Stream {
+			c.stopWith(wrongType(context.Background(), c.rdb, key))
+			return
+		}
+		c.redis.fail(what, err, sent)
+	case errNoGroup:
+	default:
+		c.redis.fail(what, err, sent)
+	}
 }
 
 // outage logs a Redis failure once when it starts, then once a minute

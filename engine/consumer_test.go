@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -324,10 +325,13 @@ func TestEmitsAreAddedBeforeTheAck(t *testing.T) {
 			}
 			return res
 		})
-		r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c1", Block: 50 * time.Millisecond})
+		r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c1", Block: 50 * time.Millisecond,
+			MaxAttempts: 2, RetryBackoff: 10 * time.Millisecond})
+		// The emit refused by Redis fails its entry as a failed call does:
+		// retried, then dead-lettered with Redis's error.
 		redistest.WaitFor(t, 10*time.Second, "entries handled", func() bool {
 			st := r.c.Stats()
-			return st.Processed == 2 && st.Failed == 1 && st.Acked == 1
+			return st.Processed == 1 && st.Failed == 4 && st.DeadLettered == 2 && st.Acked == 3
 		})
 		r.shutdown(t)
 		got, err := rdb.XRange(ctx, out, "-", "+").Result()
@@ -337,111 +341,24 @@ func TestEmitsAreAddedBeforeTheAck(t *testing.T) {
 		if len(got) != 1 || got[0].Values["from"] != good {
 			t.Errorf("emitted = %+v, want one entry from %s", got, good)
 		}
-		pend, _ := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: group, Start: "-", End: "+", Count: 10}).Result()
-		var pending []string
-		for _, p := range pend {
-			pending = append(pending, p.ID)
-		}
-		if fmt.Sprint(pending) != fmt.Sprint([]string{broken, failing}) {
-			t.Errorf("pending = %v, want %v (emit failed, call failed)", pending, []string{broken, failing})
-		}
-	})
-}
-
-func TestWrongTypeKeyIsAnError(t *testing.T) {
-	rdb := realRedis.new(t)
-	stream, group := names(t)
-	rdb.Set(context.Background(), stream, "x", 0)
-	c, err := engine.New(rdb, newRecorder(), engine.Options{Stream: stream, Group: group, Consumer: "c1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = c.Run(context.Background())
-	if !errors.Is(err, engine.ErrWrongType) {
-		t.Fatalf("Run = %v, want ErrWrongType", err)
-	}
-}
-
-func TestDeletedPendingEntryIsAckedAway(t *testing.T) {
-	rdb := realRedis.new(t) // the embedded server never reports deleted pending entries
-	ctx := context.Background()
-	stream, group := names(t)
-	gone := add(t, rdb, stream, "k", "v")
-	kept := add(t, rdb, stream, "k", "w")
-	rdb.XGroupCreate(ctx, stream, group, "0")
-	rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "c1", Streams: []string{stream, ">"}, Count: 10})
-	rdb.XDel(ctx, stream, gone)
-	rec := newRecorder()
-	r := start(t, rdb, rec, engine.Options{Stream: stream, Group: group, Consumer: "c1", Block: 50 * time.Millisecond})
-	redistest.WaitFor(t, 5*time.Second, "both acked", func() bool { return r.c.Stats().Acked == 2 })
-	r.shutdown(t)
-	if rec.calls.Load() != 1 || rec.get(kept) == nil {
-		t.Errorf("handled %d entries, want only %s", rec.calls.Load(), kept)
-	}
-	if g := groupInfo(t, rdb, stream, group); g.Pending != 0 {
-		t.Errorf("pending = %d, want 0", g.Pending)
-	}
-}
-
-func TestShutdownFinishesEntriesAlreadyRead(t *testing.T) {
-	both(t, func(t *testing.T, rdb redis.UniversalClient) {
-		stream, group := names(t)
-		for i := range 20 {
-			add(t, rdb, stream, "i", strconv.Itoa(i))
-		}
-		started := make(chan struct{})
-		release := make(chan struct{})
-		var once sync.Once
-		var calls atomic.Int64
-		h := engine.HandlerFunc(func(_ context.Context, m *engine.Message) engine.Result {
-			once.Do(func() { close(started) })
-			<-release
-			calls.Add(1)
-			return engine.Result{}
-		})
-		r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c1", Concurrency: 2, Batch: 20, Block: 50 * time.Millisecond})
-		<-started
-		r.stop() // the stop comes while calls are in flight and entries wait
-		close(release)
-		if err := r.shutdown(t); err != nil {
+		dead, err := rdb.XRange(ctx, stream+":dead", "-", "+").Result()
+		if err != nil {
 			t.Fatal(err)
 		}
-		// Reads start small (the size of the entries is not known yet), so
-		// some entries were read, some of them waiting behind the calls in
-		// flight, and the rest are still unread: each read one was processed.
-		if n := calls.Load(); n < 1 || r.c.Stats().Acked != n {
-			t.Errorf("calls = %d, stats = %+v; want every entry read processed and acked", n, r.c.Stats())
+		reasons := map[string]string{}
+		for _, d := range dead {
+			reasons[d.Values["topix.id"].(string)] = d.Values["topix.error"].(string)
+		}
+		if r := reasons[broken]; !strings.Contains(r, "WRONGTYPE") || !strings.Contains(r, bad) {
+			t.Errorf("dead letter of the entry whose emit was refused says %q; want Redis's WRONGTYPE and the stream %s", r, bad)
+		}
+		if r := reasons[failing]; r != "failed after emitting" {
+			t.Errorf("dead letter of the failing entry says %q", r)
 		}
 		if g := groupInfo(t, rdb, stream, group); g.Pending != 0 {
 			t.Errorf("pending = %d, want 0", g.Pending)
 		}
 	})
-}
-
-func TestShutdownTimeoutLeavesTheRestPending(t *testing.T) {
-	rdb := realRedis.new(t)
-	stream, group := names(t)
-	for i := range 10 {
-		add(t, rdb, stream, "i", strconv.Itoa(i))
-	}
-	started := make(chan struct{}, 10)
-	h := engine.HandlerFunc(func(ctx context.Context, m *engine.Message) engine.Result {
-		started <- struct{}{}
-		<-ctx.Done() // a call that only ends when it is cut
-		return engine.Result{Err: ctx.Err()}
-	})
-	r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c1", Concurrency: 1, ShutdownTimeout: 100 * time.Millisecond, Block: 50 * time.Millisecond})
-	<-started
-	if err := r.shutdown(t); err != nil {
-		t.Fatal(err)
-	}
-	st := r.c.Stats()
-	if st.Acked != 0 || st.Pending < 1 {
-		t.Errorf("stats = %+v, want 0 acked and what was read pending", st)
-	}
-	if g := groupInfo(t, rdb, stream, group); g.Pending != st.Pending {
-		t.Errorf("pending = %d, want the %d entries read", g.Pending, st.Pending)
-	}
 }
 
 func TestAnInvalidEmitSendsNoneOfTheEntrysEmits(t *testing.T) {
@@ -455,16 +372,20 @@ func TestAnInvalidEmitSendsNoneOfTheEntrysEmits(t *testing.T) {
 			{Stream: "", Fields: []topix.Field{{Name: "bad", Value: "1"}}}, // no runtime hands this
 		}}
 	})
-	r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c1", Block: 50 * time.Millisecond})
-	redistest.WaitFor(t, 5*time.Second, "the entry handled", func() bool { return r.c.Stats().Processed == 1 })
+	r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c1", Block: 50 * time.Millisecond,
+		MaxAttempts: 2, RetryBackoff: 10 * time.Millisecond})
+	redistest.WaitFor(t, 5*time.Second, "the entry dead-lettered", func() bool { return r.c.Stats().DeadLettered == 1 })
 	if err := r.shutdown(t); err != nil {
 		t.Fatal(err)
+	}
+	if st := r.c.Stats(); st.Processed != 0 || st.Failed != 2 {
+		t.Errorf("stats = %+v; want 2 failed attempts, none processed", st)
 	}
 	if n, _ := rdb.XLen(context.Background(), out).Result(); n != 0 {
 		t.Errorf("%d entries added to %s; want none, since the entry's other emit is invalid", n, out)
 	}
-	p, _ := rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: stream, Group: group, Start: "-", End: "+", Count: 10}).Result()
-	if len(p) != 1 || p[0].ID != id {
-		t.Errorf("pending %+v, want %s left pending", p, id)
+	dead, _ := rdb.XRange(context.Background(), stream+":dead", "-", "+").Result()
+	if len(dead) != 1 || dead[0].Values["topix.id"] != id || !strings.Contains(dead[0].Values["topix.error"].(string), "invalid emit") {
+		t.Errorf("dead letters %+v, want %s with the reason", dead, id)
 	}
 }

@@ -58,9 +58,19 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 		sent := time.Now()
 		msgs, err := c.readGroup(ctx, cursor, count, &buf)
 		if err != nil {
-			if isNoGroup(err) {
+			switch classify(err) {
+			case errNoGroup:
 				c.recreateGroup(ctx)
-			} else {
+			case errUnblocked:
+				// The key was deleted or replaced while the read waited, not
+				// an outage: the next read says which.
+			case errWrongType:
+				c.stopWith(wrongType(ctx, c.rdb, c.opts.Stream))
+				return false
+			case errPermission:
+				c.stopWith(permission("XREADGROUP", c.opts.Stream, err))
+				return false
+			default:
 				c.redis.fail("reading the stream", err, sent)
 			}
 			if !backoff(stop, n) {
@@ -75,15 +85,16 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 		// From here the entries are this consumer's: lease them at once,
 		// even while they wait for a worker.
 		c.inflight.addAll(msgs)
-		if cursor != ">" {
-			if len(msgs) == 0 {
+		if len(msgs) == 0 {
+			if cursor != ">" {
 				return true // own pending entries done
 			}
+			continue
+		}
+		c.seen.see(msgs[len(msgs)-1].ID, "the newest entry this consumer read")
+		if cursor != ">" {
 			cursor = msgs[len(msgs)-1].ID
 			c.loadRecords(ctx, msgs)
-		}
-		if len(msgs) == 0 {
-			continue
 		}
 		if !c.deliver(ctx, hard, msgs) {
 			return false
@@ -181,18 +192,6 @@ func (c *Consumer) ackDeleted(ctx context.Context, id string) {
 	}
 	c.acked.Add(1)
 	c.log.Warn("acked away a pending entry whose data was deleted or trimmed before it was processed", "id", id)
-}
-
-// recreateGroup brings back a group that vanished (a Redis restart without
-// persistence, FLUSHALL, XGROUP DESTROY).
-func (c *Consumer) recreateGroup(ctx context.Context) {
-	created, err := CreateGroup(ctx, c.rdb, c.opts.Stream, c.opts.Group, c.opts.Start)
-	switch {
-	case err != nil:
-		c.log.Error("the consumer group is gone and could not be created again", "err", err)
-	case created:
-		c.log.Warn("the consumer group was gone; created it again", "start", c.opts.Start)
-	}
 }
 
 // forgetAll drops entries from those this consumer holds: they stay in its

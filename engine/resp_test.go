@@ -69,7 +69,7 @@ func TestParseReadReply(t *testing.T) {
 		t.Errorf("deleted entry fields = %#v, want nil", msgs[1].Fields)
 	}
 	var re interface{ RedisError() }
-	if _, err := c.parseReadReply([]byte("-WRONGTYPE x\r\n"), 1); !errors.As(err, &re) || !isWrongType(err) {
+	if _, err := c.parseReadReply([]byte("-WRONGTYPE x\r\n"), 1); !errors.As(err, &re) || classify(err) != errWrongType {
 		t.Errorf("error reply %v is not a Redis error", err)
 	}
 }

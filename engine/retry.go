@@ -31,11 +31,15 @@ type retry struct {
 	attempt int64 // the attempt that failed
 	failed  int64 // the attempts known to have failed, that one included
 	due     time.Time
+
+	// deadReason, when set, is why the entry is dead-lettered: its dead
+	// letter was refused, and only that is tried again, without a call.
+	deadReason string
 }
 
-func (q *retryQueue) add(id string, attempt, failed int64, due time.Time) {
+func (q *retryQueue) add(r retry) {
 	q.mu.Lock()
-	heap.Push(&q.items, retry{id: id, attempt: attempt, failed: failed, due: due})
+	heap.Push(&q.items, r)
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:
@@ -107,6 +111,11 @@ func (c *Consumer) retryLoop(stop, hard context.Context) {
 
 // redeliver claims due retries and hands them to the workers. It returns
 // false if hard ended the hand-over.
+//
+// The claim is XCLAIM ... FORCE: an entry that left the pending list while
+// it waited (its consumer was removed from the group, or the group was
+// created again) is put back in it, so an entry whose data exists is never
+// dropped. Only an entry whose data is gone is not returned.
 func (c *Consumer) redeliver(ctx, hard context.Context, ready []retry) bool {
 	args := []any{"XCLAIM", c.opts.Stream, c.opts.Group, c.opts.Consumer, 0}
 	attempts := make(map[string]retry, len(ready))
@@ -114,30 +123,44 @@ func (c *Consumer) redeliver(ctx, hard context.Context, ready []retry) bool {
 		args = append(args, r.id)
 		attempts[r.id] = r
 	}
+	args = append(args, "FORCE")
 	sent := time.Now()
 	reply, err := c.rdb.Do(ctx, args...).Slice()
-	if err != nil {
-		c.redis.fail("claiming entries for a retry", err, sent)
-		for _, r := range ready {
-			c.retries.add(r.id, r.attempt, r.failed, time.Now().Add(c.retryDelay(1)))
+	var msgs []*Message
+	if err == nil {
+		if msgs, err = c.parseEntries(reply, 0); err != nil {
+			c.log.Error("unexpected XCLAIM reply", "err", err)
 		}
-		return true
 	}
-	msgs, err := c.parseEntries(reply, 0)
 	if err != nil {
-		c.log.Error("unexpected XCLAIM reply", "err", err)
+		switch classify(err) {
+		case errPermission:
+			c.stopWith(permission("XCLAIM", c.opts.Stream, err))
+			return false
+		case errNoGroup:
+			c.recreateGroup(ctx)
+		default:
+			c.redis.fail("claiming entries for a retry", err, sent)
+		}
+		for _, r := range ready {
+			r.due = time.Now().Add(c.retryDelay(1))
+			c.retries.add(r)
+		}
 		return true
 	}
 	for _, m := range msgs {
 		r := attempts[m.ID]
 		m.Attempt, m.failed = r.attempt+1, r.failed
+		if r.deadReason != "" {
+			m.Attempt, m.deadReason = r.attempt, r.deadReason
+		}
 		delete(attempts, m.ID)
 	}
 	c.inflight.addAll(msgs)
-	for id := range attempts { // not returned: deleted, or gone from the pending list
+	for id := range attempts { // not returned: its data is gone
 		c.inflight.remove(id)
 		c.attempts.forget([]string{id})
-		c.log.Warn("an entry waiting for a retry was deleted or acked elsewhere; dropped from the retries", "id", id)
+		c.log.Warn("an entry waiting for a retry was deleted or trimmed from the stream; nothing is left to process", "id", id)
 	}
 	return c.deliver(ctx, hard, msgs)
 }

@@ -1,0 +1,143 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Every error a loop of the engine gets from Redis is sorted here, once,
+// into what the loop must do about it. The loops (reader, claimer, lease,
+// retrier, marker, acker) switch on the kind; none of them looks at an
+// error's text.
+type errKind int
+
+const (
+	errNone errKind = iota
+	// errConn: the connection failed (refused, reset, timed out). What was
+	// sent may or may not have been applied. Retry with backoff.
+	errConn
+	// errTransient: Redis answered "not now" (LOADING, BUSY, TRYAGAIN,
+	// CLUSTERDOWN, MASTERDOWN, READONLY, NOREPLICAS). Retry with backoff.
+	errTransient
+	// errRedirect: MOVED or ASK, the slot is served elsewhere. The cluster
+	// client follows these for its own commands; retry.
+	errRedirect
+	// errUnblocked: a blocked read was ended because its key was deleted
+	// or replaced. Read again at once: the next reply says which.
+	errUnblocked
+	// errNoGroup: the group, or the stream with it, is gone. Create it
+	// again where this consumer last saw it.
+	errNoGroup
+	// errWrongType: the key holds another type of value. For the stream
+	// itself this stops the consumer; for an emit it fails the entry.
+	errWrongType
+	// errPermission: the ACL user may not run the command or touch the
+	// key (NOPERM), or is not, or no longer, authenticated (NOAUTH,
+	// WRONGPASS). Retrying cannot help: the consumer stops.
+	errPermission
+	// errExists: BUSYGROUP, the group to create exists already.
+	errExists
+	// errRefused: any other error reply (OOM, ERR ...). It fails this one
+	// command, not the connection: an emit refused so fails its entry.
+	errRefused
+)
+
+// classify says what err, returned by a command to Redis, means.
+func classify(err error) errKind {
+	if err == nil {
+		return errNone
+	}
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return errConn
+	}
+	msg := re.Error()
+	word, _, _ := strings.Cut(msg, " ")
+	switch word {
+	case "NOGROUP":
+		return errNoGroup
+	case "BUSYGROUP":
+		return errExists
+	case "WRONGTYPE":
+		return errWrongType
+	case "NOPERM", "NOAUTH", "WRONGPASS":
+		return errPermission
+	case "MOVED", "ASK":
+		return errRedirect
+	case "UNBLOCKED":
+		return errUnblocked
+	case "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "BUSY", "READONLY", "NOREPLICAS":
+		return errTransient
+	}
+	return errRefused
+}
+
+// isServerError tells an error reply of Redis (WRONGTYPE, OOM, ...) from a
+// failure to talk to it.
+func isServerError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
+}
+
+// retryable reports whether a loop should try err's command again later.
+func retryable(k errKind) bool {
+	return k == errConn || k == errTransient || k == errRedirect || k == errUnblocked
+}
+
+// PermissionError means Redis refused a command for the ACL user topix
+// connects as, or no longer accepts its password. Retrying cannot help, so
+// the consumer stops with it; Run returns it.
+type PermissionError struct {
+	Command string // e.g. "XREADGROUP"
+	Key     string // the key the command was for
+	Err     error  // Redis's reply
+}
+
+func (e *PermissionError) Error() string {
+	msg := e.Err.Error()
+	switch word, _, _ := strings.Cut(msg, " "); word {
+	case "NOAUTH", "WRONGPASS":
+		return fmt.Sprintf("Redis no longer accepts topix's credentials (%s, while running %s): was the password changed? Put the new one in the Redis URL and start again",
+			msg, e.Command)
+	}
+	return fmt.Sprintf("Redis refused %s on key %q: %s; the ACL user needs %s (the README lists what each command needs)",
+		e.Command, e.Key, msg, e.needed())
+}
+
+func (e *PermissionError) Unwrap() error { return e.Err }
+
+// quotedCommand finds the command named in a NOPERM reply: Redis 7.0 says
+// "no permissions to run the 'xgroup|create' command".
+var quotedCommand = regexp.MustCompile(`'([a-zA-Z|_-]+)' command`)
+
+// needed names the ACL rule that would let the command through.
+func (e *PermissionError) needed() string {
+	msg := e.Err.Error()
+	switch {
+	case strings.Contains(msg, "command"):
+		cmd := strings.ToLower(e.Command)
+		if m := quotedCommand.FindStringSubmatch(msg); m != nil {
+			cmd = m[1]
+		}
+		return "+" + cmd
+	case strings.Contains(msg, "key"):
+		return fmt.Sprintf("access to the key (e.g. ~%s)", e.Key)
+	case strings.Contains(msg, "channel"):
+		return "access to the channel"
+	}
+	return fmt.Sprintf("+%s and ~%s", strings.ToLower(e.Command), e.Key)
+}
+
+// permission wraps err, which classify took for errPermission, with the
+// command and key it came from.
+func permission(command, key string, err error) error {
+	var pe *PermissionError
+	if errors.As(err, &pe) {
+		return err
+	}
+	return &PermissionError{Command: command, Key: key, Err: err}
+}
