@@ -24,6 +24,8 @@ import (
 	"github.com/knadh/koanf/providers/posflag"
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
+
+	"github.com/topix-dev/topix/engine"
 )
 
 // EnvPrefix starts the name of every environment variable topix reads:
@@ -287,6 +289,10 @@ func (c Config) Validate() error {
 	}
 	if c.PruneIdle < 0 || c.PruneIdle > MaxDuration {
 		return bad("prune_idle", "prune_idle %s: use 0 (never) or a positive duration up to %s", c.PruneIdle, MaxDuration)
+	}
+	if minimum := engine.MinPruneIdle(c.Block); c.PruneIdle > 0 && c.PruneIdle < minimum {
+		return bad("prune_idle", "prune_idle %s cannot tell a consumer waiting in a read from a dead one: use 0 (never) or at least %s (3 × block %s, and 1s), and more than every consumer's block",
+			c.PruneIdle, minimum, c.Block)
 	}
 	if c.WorkerNice < 0 || c.WorkerNice > 19 {
 		return bad("worker_nice", "worker_nice %d: use 0 (same priority as the rest of topix) to 19 (the lowest)", c.WorkerNice)

@@ -113,11 +113,34 @@ func (c *Consumer) leaseLoop(done context.Context) {
 	})
 }
 
+// aliveKey is the heartbeat key of a consumer of group on stream: it
+// exists while the consumer runs. It is on the stream's Cluster slot.
+func aliveKey(stream, group, consumer string) string {
+	return slotPrefix(stream) + ":topix:alive:" + group + ":" + consumer
+}
+
+// heartbeat sets this consumer's heartbeat key, to expire three claim
+// periods from now: pruners leave a consumer alone while it exists.
+// Without the permission to set it the consumer runs on; only a pruner
+// relying on idle time alone could then remove it while it owns nothing,
+// which loses nothing.
+func (c *Consumer) heartbeat(ctx context.Context) {
+	ttl := max(3*c.period(), 3*time.Second)
+	err := c.rdb.Set(ctx, aliveKey(c.opts.Stream, c.opts.Group, c.opts.Consumer), "1", ttl).Err()
+	if err != nil && classify(err) == errPermission {
+		c.noHeartbeat.Do(func() {
+			c.log.Warn("cannot set the heartbeat key; consumers with --prune-idle may remove this one while it waits for entries (it loses nothing: it owns none then)",
+				"key", aliveKey(c.opts.Stream, c.opts.Group, c.opts.Consumer), "err", err)
+		})
+	}
+}
+
 // claimLoop claims entries idle too long in any consumer's pending list,
 // and prunes idle consumers when asked to, until stop.
 func (c *Consumer) claimLoop(stop, hard context.Context) {
 	ctx := context.WithoutCancel(stop)
 	tick(stop, c.period(), func() {
+		c.heartbeat(ctx)
 		sent := time.Now()
 		// Claim only what the workers can start soon: entries claimed into
 		// a full queue would wait here instead of elsewhere.
@@ -176,8 +199,7 @@ func (c *Consumer) lease(ctx context.Context, every time.Duration) error {
 		if mine[id] {
 			keep = append(keep, id)
 		} else if c.inflight.has(id) {
-			c.log.Warn("an entry in progress is no longer in this consumer's pending list (claimed by another consumer, or deleted); it may be processed twice", "id", id)
-			c.inflight.touch([]string{id}, now) // warn once per lease period, not in a loop
+			c.relocate(ctx, id, now)
 		}
 	}
 	if len(keep) == 0 {
@@ -191,6 +213,34 @@ func (c *Consumer) lease(ctx context.Context, every time.Duration) error {
 	}
 	c.inflight.touch(keep, now)
 	return nil
+}
+
+// relocate handles an entry in progress that is not in this consumer's
+// pending list any more. If another consumer owns it now (it claimed it
+// after a lease failed), it is left to it. If nobody does (this consumer
+// was removed from the group, or the group created again, while it held
+// the entry), it is put back in this consumer's list (XCLAIM ... FORCE),
+// so that it is delivered again if this consumer stops before its ack.
+func (c *Consumer) relocate(ctx context.Context, id string, now time.Time) {
+	c.inflight.touch([]string{id}, now) // once per lease period, not in a loop
+	owner, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: c.opts.Stream, Group: c.opts.Group, Start: id, End: id, Count: 1,
+	}).Result()
+	if err != nil {
+		return // the next lease looks again
+	}
+	if len(owner) > 0 {
+		c.log.Warn("an entry in progress was claimed by another consumer; it may be processed twice", "id", id, "owner", owner[0].Consumer)
+		return
+	}
+	back, err := c.rdb.Do(ctx, "XCLAIM", c.opts.Stream, c.opts.Group, c.opts.Consumer, 0, id, "FORCE", "JUSTID").Slice()
+	switch {
+	case err != nil:
+	case len(back) == 0:
+		c.log.Warn("an entry in progress was deleted or trimmed from the stream", "id", id)
+	default:
+		c.log.Warn("an entry in progress had left the pending list (this consumer was removed from the group, or the group created again); put it back, so that it is delivered again if this consumer stops before its ack", "id", id)
+	}
 }
 
 // reclaim takes over entries that have been idle at least ClaimIdle in any
@@ -248,18 +298,22 @@ func (c *Consumer) reclaim(stop, hard context.Context) error {
 }
 
 // pruneScript removes, in one atomic step, the consumers of a group other
-// than ARGV[2] that are idle at least ARGV[3] ms and own no pending
-// entries, and returns [name, idle, ...] of those it removed. Checking and
-// deleting in one step matters: a consumer that read entries between a
-// separate check and its XGROUP DELCONSUMER would have them dropped from
-// the pending list. "idle" is the time since the consumer's last read
-// attempt: a consumer blocked in XREADGROUP renews it every BLOCK.
+// than ARGV[2] that are idle at least ARGV[3] ms, own no pending entries
+// and have no heartbeat key (ARGV[4] .. name), and returns [name, idle,
+// ...] of those it removed. Checking and deleting in one step matters: a
+// consumer that read entries between a separate check and its XGROUP
+// DELCONSUMER would have them dropped from the pending list.
+//
+// "idle" alone cannot tell a live consumer from a dead one: Redis 7.0
+// renews it only when a read returns entries, so a consumer waiting for
+// new ones looks idle however often it reads. Hence the heartbeat.
 var pruneScript = redis.NewScript(`
 local removed = {}
 for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   local f = {}
   for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
-  if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0 and tonumber(f['idle']) >= tonumber(ARGV[3]) then
+  if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0 and tonumber(f['idle']) >= tonumber(ARGV[3])
+      and redis.call('EXISTS', ARGV[4] .. f['name']) == 0 then
     redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
     removed[#removed + 1] = f['name']
     removed[#removed + 1] = f['idle']
@@ -270,10 +324,12 @@ return removed
 
 // MinPruneIdle is the shortest PruneIdle that tells a consumer blocked in a
 // read of block from a dead one: a live consumer renews its idle time at
-// every read, and reads at least every block (plus its backoff of up to 5s
-// while Redis fails).
+// every read attempt, so it is idle for a little more than block at most
+// while it waits for entries. (Were a live consumer pruned anyway, it
+// would lose nothing: it is removed only while it owns no pending entry,
+// and its next read adds it back.)
 func MinPruneIdle(block time.Duration) time.Duration {
-	return max(10*time.Second, 3*block)
+	return max(time.Second, 3*block)
 }
 
 // prune removes the group's other consumers that have been idle at least
@@ -281,7 +337,7 @@ func MinPruneIdle(block time.Duration) time.Duration {
 // never removed: that would drop their entries from the pending list.
 func (c *Consumer) prune(ctx context.Context) error {
 	removed, err := pruneScript.Run(ctx, c.rdb, []string{c.opts.Stream},
-		c.opts.Group, c.opts.Consumer, c.opts.PruneIdle.Milliseconds()).Slice()
+		c.opts.Group, c.opts.Consumer, c.opts.PruneIdle.Milliseconds(), aliveKey(c.opts.Stream, c.opts.Group, "")).Slice()
 	if err != nil {
 		if classify(err) == errNoGroup {
 			return nil

@@ -61,7 +61,9 @@ type Options struct {
 	DeadLetter string
 
 	// PruneIdle, when above zero, removes other consumers of the group that
-	// have been idle at least that long and own no pending entries.
+	// have been idle at least that long and own no pending entries. It
+	// must be at least MinPruneIdle(Block), and above the Block of every
+	// consumer of the group: a consumer waiting in a read looks idle.
 	PruneIdle time.Duration
 
 	// WorkerNice, when above zero, runs the workers' calls at that much
@@ -133,6 +135,10 @@ func (o *Options) setDefaults() error {
 	if o.DeadLetter == o.Stream {
 		return errors.New("the dead-letter stream is the stream itself; name another")
 	}
+	if o.PruneIdle > 0 && o.PruneIdle < MinPruneIdle(o.Block) {
+		return fmt.Errorf("prune idle %s: use at least %s (3 × the read block of %s, and 1s): a consumer waiting in a read looks idle for up to a block",
+			o.PruneIdle, MinPruneIdle(o.Block), o.Block)
+	}
 	if o.WorkerNice < 0 || o.WorkerNice > 19 {
 		return fmt.Errorf("the worker nice value %d is out of range; use 0 (off) to 19", o.WorkerNice)
 	}
@@ -175,7 +181,8 @@ type Consumer struct {
 	redis    *outage         // logs Redis failures once per outage
 	entries  chan []*Message // to the workers, in chunks
 
-	niceFailed sync.Once // a failed WorkerNice is logged once
+	niceFailed  sync.Once // a failed WorkerNice is logged once
+	noHeartbeat sync.Once // so is a heartbeat refused
 
 	seen position // where this consumer last saw the group
 
@@ -239,6 +246,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if err := c.ensureGroup(ctx); err != nil {
 		return err
 	}
+	c.heartbeat(ctx)
 	c.log.Info("consuming", "workers", c.opts.Concurrency, "batch", c.opts.Batch, "batch_bytes", c.opts.BatchBytes,
 		"claim_idle", c.opts.ClaimIdle.String(), "max_attempts", c.opts.MaxAttempts, "dead_letter", c.opts.DeadLetter,
 		"worker_nice", c.opts.WorkerNice)

@@ -155,5 +155,6 @@ func deleteConsumerIfIdle(ctx context.Context, rdb redis.UniversalClient, stream
 	if err := rdb.XGroupDelConsumer(ctx, stream, group, consumer).Err(); err != nil {
 		return 0, fmt.Errorf("delete consumer %q: %w", consumer, err)
 	}
+	rdb.Del(ctx, aliveKey(stream, group, consumer))
 	return 0, nil
 }

@@ -302,7 +302,7 @@ func TestPruneIdleConsumers(t *testing.T) {
 	deliverTo(t, rdb, stream, group, "owns-one", 1)
 	rdb.XGroupCreateConsumer(ctx, stream, group, "idle")
 	r := start(t, rdb, newRecorder(), engine.Options{Stream: stream, Group: group, Consumer: "c", Block: 50 * time.Millisecond,
-		ClaimIdle: time.Hour, PruneIdle: 100 * time.Millisecond})
+		ClaimIdle: time.Hour, PruneIdle: time.Second})
 	redistest.WaitFor(t, 5*time.Second, "the idle consumer pruned", func() bool {
 		cs, _ := rdb.XInfoConsumers(ctx, stream, group).Result()
 		for _, c := range cs {
