@@ -191,3 +191,139 @@ func newLogger(t *testing.T, w *redistest.Buffer) *slog.Logger {
 	})
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// aclClient returns a client of s that logs in as a new user with rules.
+func aclClient(t *testing.T, s *redistest.Server, user string, rules ...string) *redis.Client {
+	t.Helper()
+	admin := s.Client()
+	defer admin.Close()
+	args := []any{"ACL", "SETUSER", user, "reset", "on", ">pw"}
+	for _, r := range rules {
+		args = append(args, r)
+	}
+	if err := admin.Do(context.Background(), args...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, Username: user, Password: "pw", Protocol: 2})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// A command the ACL user may not run is not an outage: the consumer stops
+// and Run says which command, on which key, needs what.
+func TestAPermissionErrorStopsTheConsumer(t *testing.T) {
+	s := redistest.Must(t)
+	cases := []struct {
+		name, rule, command string
+	}{
+		{"claim", "-xautoclaim", "XAUTOCLAIM"},
+		{"ack", "-xack", "XACK"},
+		{"read", "-xreadgroup", "XREADGROUP"},
+		{"lease", "-xclaim", "XCLAIM"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rdb := aclClient(t, s, "u-"+tc.name, "~*", "+@all", tc.rule)
+			stream := "s:" + tc.name
+			add(t, rdb, stream, "k", "v")
+			h := engine.HandlerFunc(func(ctx context.Context, m *engine.Message) engine.Result {
+				if tc.name == "lease" {
+					<-ctx.Done() // held long enough to be leased
+				}
+				return engine.Result{}
+			})
+			c, err := engine.New(rdb, h, engine.Options{Stream: stream, Group: "g", Consumer: "c", Block: 50 * time.Millisecond,
+				ClaimIdle: 300 * time.Millisecond, ShutdownTimeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- c.Run(context.Background()) }()
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the consumer still runs 10s after Redis refused %s for good", tc.command)
+			}
+			var pe *engine.PermissionError
+			if !errors.As(err, &pe) {
+				t.Fatalf("Run = %v; want a PermissionError", err)
+			}
+			msg := err.Error()
+			t.Log(msg)
+			for _, want := range []string{tc.command, stream, "+" + strings.ToLower(tc.command)} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error %q does not name %q", msg, want)
+				}
+			}
+		})
+	}
+}
+
+// XGROUP CREATE is sent only when the group is missing: a user without
+// that permission consumes a group made for it.
+func TestAGroupIsCreatedOnlyWhenMissing(t *testing.T) {
+	s := redistest.Must(t)
+	admin := s.Client()
+	defer admin.Close()
+	ctx := context.Background()
+	add(t, admin, "s", "k", "v")
+	if err := admin.XGroupCreate(ctx, "s", "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb := aclClient(t, s, "worker", "~*", "+@all", "-xgroup|create")
+	r := start(t, rdb, newRecorder(), engine.Options{Stream: "s", Group: "g", Consumer: "c", Block: 50 * time.Millisecond})
+	redistest.WaitFor(t, 5*time.Second, "the entry acked", func() bool { return r.c.Stats().Acked == 1 })
+	if err := r.shutdown(t); err != nil {
+		t.Fatal(err)
+	}
+	// And with the group missing, the refusal is one clear error.
+	c, err := engine.New(rdb, newRecorder(), engine.Options{Stream: "other", Group: "g", Consumer: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Run(ctx)
+	var pe *engine.PermissionError
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "xgroup|create") {
+		t.Errorf("Run on a missing group without XGROUP CREATE = %v; want a PermissionError naming +xgroup|create", err)
+	}
+}
+
+// Through a slow link, big emits are flushed in parts that fit the link,
+// each given the time its size needs: all are acked, each emit added once.
+// (A single pipeline of all of them took longer than the write timeout,
+// and was sent again for ever.)
+func TestFlushesConvergeOverASlowLink(t *testing.T) {
+	s := redistest.Must(t)
+	admin := s.Client()
+	defer admin.Close()
+	ctx := context.Background()
+	const n, size = 30, 100 << 10
+	for i := range n {
+		add(t, admin, "s", "i", fmt.Sprint(i))
+	}
+	proxy := redistest.MustProxy(t, s.Addr, 1<<20) // 1 MiB/s
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr, Protocol: 2, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	defer rdb.Close()
+	big := strings.Repeat("x", size)
+	h := engine.HandlerFunc(func(_ context.Context, m *engine.Message) engine.Result {
+		return engine.Result{Emits: []engine.Emit{{Stream: "out", Fields: []topix.Field{{Name: "from", Value: m.ID}, {Name: "big", Value: big}}}}}
+	})
+	log := &redistest.Buffer{}
+	r := start(t, rdb, h, engine.Options{Stream: "s", Group: "g", Consumer: "c", Block: 50 * time.Millisecond, Logger: newLogger(t, log)})
+	redistest.WaitFor(t, 30*time.Second, "every entry acked", func() bool { return r.c.Stats().Acked == n })
+	r.shutdown(t)
+	got, err := admin.XRange(ctx, "out", "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := map[string]int{}
+	for _, e := range got {
+		from[e.Values["from"].(string)]++
+	}
+	if len(got) != n || len(from) != n {
+		t.Errorf("out has %d emits from %d entries; want %d, each once", len(got), len(from), n)
+	}
+	if st := r.c.Stats(); st.Resent != 0 {
+		t.Errorf("stats %+v: emits were sent again", st)
+	}
+}

@@ -141,8 +141,12 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 		}()
 	}
 	if err := c.Run(ctx); err != nil {
-		if errors.Is(err, engine.ErrWrongType) {
+		var pe *engine.PermissionError
+		switch {
+		case errors.Is(err, engine.ErrWrongType):
 			return usageError(err)
+		case errors.As(err, &pe):
+			return &exitError{exitRedis, err}
 		}
 		return err
 	}

@@ -8,13 +8,14 @@ import (
 )
 
 // Proxy forwards TCP connections from a loopback port to a server, at a
-// bounded rate in each direction: a slow link for tests, on loopback.
+// bounded rate in each direction, shared by all its connections: a slow
+// link for tests, on loopback.
 type Proxy struct {
 	Addr string // 127.0.0.1:port to connect to instead of the server
 
-	ln     net.Listener
-	target string
-	rate   int // bytes per second per direction and connection
+	ln       net.Listener
+	target   string
+	up, down pacer // client to server, server to client
 
 	mu    sync.Mutex
 	conns map[net.Conn]bool
@@ -28,7 +29,7 @@ func StartProxy(target string, rate int) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{Addr: ln.Addr().String(), ln: ln, target: target, rate: rate, conns: map[net.Conn]bool{}}
+	p := &Proxy{Addr: ln.Addr().String(), ln: ln, target: target, up: pacer{rate: rate}, down: pacer{rate: rate}, conns: map[net.Conn]bool{}}
 	p.wg.Go(p.accept)
 	return p, nil
 }
@@ -58,8 +59,8 @@ func (p *Proxy) accept() {
 		if !p.track(in, out) {
 			return
 		}
-		p.wg.Go(func() { p.pipe(out, in) })
-		p.wg.Go(func() { p.pipe(in, out) })
+		p.wg.Go(func() { pipe(out, in, &p.up) })
+		p.wg.Go(func() { pipe(in, out, &p.down) })
 	}
 }
 
@@ -78,27 +79,41 @@ func (p *Proxy) track(conns ...net.Conn) bool {
 	return true
 }
 
-// pipe copies from src to dst at p.rate: it sends a slice of what it read
-// every tick, so that a big write takes len/rate seconds to arrive.
-func (p *Proxy) pipe(dst, src net.Conn) {
+// pacer spreads the bytes of all the connections of one direction over
+// time at rate bytes per second.
+type pacer struct {
+	rate int
+	mu   sync.Mutex
+	next time.Time // when the link is free again
+}
+
+// wait returns when n more bytes may pass.
+func (p *pacer) wait(n int) {
+	p.mu.Lock()
+	now := time.Now()
+	if p.next.Before(now) {
+		p.next = now
+	}
+	p.next = p.next.Add(time.Duration(n) * time.Second / time.Duration(p.rate))
+	until := p.next
+	p.mu.Unlock()
+	if d := time.Until(until); d > 0 {
+		time.Sleep(d) // the rate limit, not synchronisation
+	}
+}
+
+// pipe copies from src to dst through pace, in slices of a hundredth of a
+// second's worth, so that a big write takes its size over the rate.
+func pipe(dst, src net.Conn, pace *pacer) {
 	defer dst.Close()
 	defer src.Close()
-	const tick = 10 * time.Millisecond
-	chunk := max(1, p.rate/int(time.Second/tick))
-	buf := make([]byte, chunk)
-	next := time.Now()
+	buf := make([]byte, max(512, pace.rate/100))
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			pace.wait(n)
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
-			}
-			// Pace: chunk bytes per tick, whatever the reads return.
-			next = next.Add(time.Duration(n) * tick / time.Duration(chunk))
-			if wait := time.Until(next); wait > 0 {
-				time.Sleep(wait) // the rate limit, not synchronisation
-			} else {
-				next = time.Now()
 			}
 		}
 		if err != nil {
