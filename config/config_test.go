@@ -136,3 +136,24 @@ func TestMaxMemory(t *testing.T) {
 		t.Errorf("the default ceiling is %s (%s)", ceiling, source)
 	}
 }
+
+func TestRedactHidesEveryCredential(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"redis://:s3cret@host:6379/0", "redis://:xxxxx@host:6379/0"},
+		{"redis://alice:s3cret@host/0", "redis://alice:xxxxx@host/0"},
+		{"redis://s3cret@host/0", "redis://xxxxx@host/0"}, // a password typed in the user slot
+		{"redis+sentinel://host:26379?master_name=m&password=s3cret", "redis+sentinel://host:26379?master_name=m&password=xxxxx"},
+		{"redis+sentinel://host?sentinel_password=s3cret&master_name=m", "redis+sentinel://host?master_name=m&sentinel_password=xxxxx"},
+		{"redis://:s3cret@host:notaport/0", "redis://:xxxxx@host:notaport/0"},
+		{"redis://al:s3cret@ho st/0?password=s3cret", "redis://al:xxxxx@ho st/0?password=xxxxx"},
+		{"redis://s3cret@ho st/0", "redis://xxxxx@ho st/0"},
+		{"redis://host:6379/0", "redis://host:6379/0"},
+	} {
+		if got := config.Redact(tc.url); got != tc.want {
+			t.Errorf("Redact(%q) = %q, want %q", tc.url, got, tc.want)
+		}
+		if got := config.Scrub("dial "+tc.url+" failed", tc.url); strings.Contains(got, "s3cret") {
+			t.Errorf("Scrub left the password in %q", got)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -28,6 +29,9 @@ func RedisOptions(rawURL string) (*redis.UniversalOptions, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Protocol != 0 && o.Protocol != 2 && o.Protocol != 3 {
+		return nil, fmt.Errorf("invalid Redis URL %s: protocol=%d; use protocol=2 (RESP2) or protocol=3 (RESP3, the default)", Redact(rawURL), o.Protocol)
+	}
 	if o.DialerRetries == 0 {
 		// topix retries failed reads and acks itself, with backoff and one
 		// log line per outage; go-redis's five quick redials per command
@@ -43,7 +47,7 @@ func parseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("invalid Redis URL %s: %s; expected redis://[user:password@]host:port/db", Redact(rawURL), urlReason(err))
+		return nil, fmt.Errorf("invalid Redis URL %s: %s; expected redis://[user:password@]host:port/db", Redact(rawURL), Scrub(urlReason(err), rawURL))
 	}
 	base, mode, _ := strings.Cut(u.Scheme, "+")
 	if base != "redis" && base != "rediss" && !(base == "unix" && mode == "") {
@@ -57,7 +61,7 @@ func parseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 	plain := *u
 	plain.Scheme = base
 	bad := func(err error) error {
-		return fmt.Errorf("invalid Redis URL %s: %s", Redact(rawURL), scrub(err.Error(), u))
+		return fmt.Errorf("invalid Redis URL %s: %s", Redact(rawURL), scrub(err.Error(), rawURL))
 	}
 
 	switch mode {
@@ -148,26 +152,134 @@ func parseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 	return nil, fmt.Errorf("invalid Redis URL %s: unknown mode %q; use redis+cluster:// or redis+sentinel://", Redact(rawURL), mode)
 }
 
-// Redact returns the URL with its password replaced by "xxxxx", for logs
-// and errors. A URL that does not parse is shown as its scheme and host only
-// when they can be found, and as "(unparseable URL)" otherwise.
+// Redact returns the URL with every credential it can carry replaced by
+// "xxxxx", for logs and errors: the password of user:password@, a user
+// name given without a password (often a password typed in the wrong
+// place: redis://PASSWORD@host), and the values of query options whose
+// name holds "password" (password=, sentinel_password=). A URL that does
+// not parse is redacted the same way, as text.
 func Redact(rawURL string) string {
 	u, err := url.Parse(rawURL)
-	if err == nil {
-		return u.Redacted()
+	if err != nil {
+		return redactText(rawURL)
 	}
-	// url.Parse failed; cut anything between "://" and the last "@".
-	scheme, rest, ok := strings.Cut(rawURL, "://")
+	r := *u
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			r.User = url.UserPassword(u.User.Username(), "xxxxx")
+		} else if u.User.Username() != "" {
+			r.User = url.User("xxxxx")
+		}
+	}
+	if q := u.Query(); len(q) > 0 {
+		changed := false
+		for k := range q {
+			if isSecretOption(k) {
+				q[k] = []string{"xxxxx"}
+				changed = true
+			}
+		}
+		if changed {
+			r.RawQuery = q.Encode()
+		}
+	}
+	return r.String()
+}
+
+func isSecretOption(name string) bool { return strings.Contains(strings.ToLower(name), "password") }
+
+// secretQuery finds the value of a password option in the text of a URL.
+var secretQuery = regexp.MustCompile(`(?i)([?&][a-z_]*password=)[^&#]*`)
+
+// redactText redacts a URL that url.Parse refused, from its text.
+func redactText(rawURL string) string {
+	s := secretQuery.ReplaceAllString(rawURL, "${1}xxxxx")
+	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok {
-		if strings.Contains(rawURL, "@") {
+		if strings.Contains(s, "@") {
 			return "(unparseable URL)"
 		}
-		return rawURL
+		return s
 	}
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		rest = "xxxxx@" + rest[at+1:]
+	// The user information ends at the last @ before the path or query.
+	end := len(rest)
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		end = i
+	}
+	if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+		user, _, hasPassword := strings.Cut(rest[:at], ":")
+		switch {
+		case hasPassword && user != "":
+			user += ":xxxxx"
+		case hasPassword:
+			user = ":xxxxx"
+		default:
+			user = "xxxxx"
+		}
+		rest = user + rest[at:]
 	}
 	return scheme + "://" + rest
+}
+
+// Secrets returns the credentials written in a Redis URL (as written and
+// as decoded): what Redact hides, for scrubbing other messages.
+func Secrets(rawURL string) []string {
+	var out []string
+	addSecret := func(s string) {
+		if s == "" {
+			return
+		}
+		out = append(out, s)
+		if e := url.QueryEscape(s); e != s {
+			out = append(out, e)
+		}
+	}
+	if u, err := url.Parse(rawURL); err == nil {
+		if u.User != nil {
+			if pw, ok := u.User.Password(); ok {
+				addSecret(pw)
+			} else {
+				addSecret(u.User.Username())
+			}
+		}
+		for k, vs := range u.Query() {
+			if isSecretOption(k) {
+				for _, v := range vs {
+					addSecret(v)
+				}
+			}
+		}
+		return out
+	}
+	// Unparseable: take what Redact would cut.
+	for _, m := range secretQuery.FindAllStringSubmatchIndex(rawURL, -1) {
+		addSecret(rawURL[m[3]:m[1]])
+	}
+	if _, rest, ok := strings.Cut(rawURL, "://"); ok {
+		end := len(rest)
+		if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+			end = i
+		}
+		if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+			user, pw, hasPassword := strings.Cut(rest[:at], ":")
+			if hasPassword {
+				addSecret(pw)
+			} else {
+				addSecret(user)
+			}
+		}
+	}
+	return out
+}
+
+// Scrub replaces every credential of rawURL that msg holds with "xxxxx".
+func Scrub(msg, rawURL string) string {
+	for _, s := range Secrets(rawURL) {
+		if len(s) >= 1 {
+			msg = strings.ReplaceAll(msg, s, "xxxxx")
+		}
+	}
+	return msg
 }
 
 // urlReason keeps the reason of a url.Parse error and drops the URL it
@@ -179,12 +291,9 @@ func urlReason(err error) string {
 	return "cannot parse it"
 }
 
-// scrub removes the password of u from a message of go-redis.
-func scrub(msg string, u *url.URL) string {
-	if pw, ok := u.User.Password(); ok && pw != "" {
-		msg = strings.ReplaceAll(msg, pw, "xxxxx")
-	}
-	return strings.TrimPrefix(msg, "redis: ")
+// scrub removes the credentials of rawURL from a message of go-redis.
+func scrub(msg, rawURL string) string {
+	return strings.TrimPrefix(Scrub(msg, rawURL), "redis: ")
 }
 
 // ParseLevel reads a log level name in any case: debug, info, warn

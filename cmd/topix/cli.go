@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"runtime"
 	"strings"
 	"time"
@@ -60,7 +61,7 @@ func run(ctx context.Context, args, env []string, stdin io.Reader, stdout, stder
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
-	if err == nil {
+	if err == nil || errors.Is(err, errStopped) {
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "topix: %s\n", oneLine(err))
@@ -134,29 +135,84 @@ func connect(ctx context.Context, cfg config.Config) (redis.UniversalClient, err
 		opts.PoolSize = max(16, 10*runtime.GOMAXPROCS(0))
 	}
 	rdb := redis.NewUniversalClient(opts)
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	if err := rdb.Ping(pctx).Err(); err != nil {
+	if err := ping(pctx, rdb); err != nil {
 		rdb.Close()
-		return nil, &exitError{exitRedis, fmt.Errorf("cannot use Redis at %s: %s", config.Redact(cfg.RedisURL), redisReason(err))}
+		if ctx.Err() != nil {
+			return nil, errStopped // a signal while connecting
+		}
+		return nil, &exitError{exitRedis, fmt.Errorf("cannot use Redis at %s: %s", config.Redact(cfg.RedisURL),
+			config.Scrub(redisReason(err, cfg.RedisURL), cfg.RedisURL))}
 	}
 	return rdb, nil
 }
 
-// redisReason explains the usual ways a connection fails.
-func redisReason(err error) string {
+// connectTimeout bounds the first PING.
+const connectTimeout = 5 * time.Second
+
+// errStopped means a signal came before the command got going: it stops
+// with exit code 0 and no message.
+var errStopped = errors.New("stopped before it started")
+
+// ping checks that Redis answers, and returns as soon as ctx is done even
+// if go-redis is still dialing.
+func ping(ctx context.Context, rdb redis.UniversalClient) error {
+	done := make(chan error, 1)
+	go func() { done <- rdb.Ping(ctx).Err() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// redisReason explains the usual ways a connection to rawURL fails, and
+// what to do about each.
+func redisReason(err error, rawURL string) string {
 	msg := err.Error()
+	tls := strings.HasPrefix(rawURL, "rediss")
+	userOnly := false
+	if u, perr := url.Parse(rawURL); perr == nil && u.User != nil {
+		_, hasPassword := u.User.Password()
+		userOnly = !hasPassword && u.User.Username() != ""
+	}
 	switch {
 	case strings.Contains(msg, "connection refused"):
 		return "connection refused; is Redis running there? (topix dev starts one for trying things out)"
-	case strings.HasPrefix(msg, "WRONGPASS"), strings.Contains(msg, "invalid password"), strings.Contains(msg, "invalid username-password"):
+	case strings.Contains(msg, "no such file or directory") && strings.HasPrefix(rawURL, "unix:"):
+		return "no socket at that path; is Redis listening on it (unixsocket in redis.conf)?"
+	case strings.HasPrefix(msg, "WRONGPASS"), strings.Contains(msg, "invalid password"), strings.Contains(msg, "invalid username-password"),
+		strings.HasPrefix(msg, "NOAUTH"):
+		if userOnly {
+			return "wrong user name or password: the URL has a user name and no password; if what is before the @ is the password, write redis://:PASSWORD@host:port/0"
+		}
+		if strings.HasPrefix(msg, "NOAUTH") {
+			return "Redis wants a password; put it in the URL: redis://:PASSWORD@host:port/0"
+		}
 		return "wrong user name or password"
-	case strings.HasPrefix(msg, "NOAUTH"):
-		return "Redis wants a password; put it in the URL: redis://:PASSWORD@host:port/0"
 	case strings.HasPrefix(msg, "NOPERM"):
-		return "the user lacks a permission: " + msg
+		return "the user lacks a permission: " + msg + "; the README lists what each command needs"
+	case strings.Contains(msg, "first record does not look like a TLS handshake"), tls && strings.Contains(msg, "EOF"):
+		return "this port does not speak TLS; use redis:// instead of rediss://, or the TLS port (tls-port in redis.conf)"
+	case !tls && strings.Contains(msg, "connection reset by peer"):
+		return "the server closed the connection at once; if it wants TLS, use rediss://"
+	case strings.Contains(msg, "unknown command 'sentinel'"):
+		return "that server is not a Sentinel; for a plain Redis use redis://, for Sentinel give the sentinels' addresses"
+	case strings.Contains(msg, "cluster support disabled"):
+		return "that server is not part of a Redis Cluster; use redis:// for it"
+	case strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:"):
+		return "the TLS handshake failed: " + msg
 	case errors.Is(err, context.DeadlineExceeded), strings.Contains(msg, "i/o timeout"):
-		return "no answer within 5s"
+		within := "in time (" + msg + ")"
+		if errors.Is(err, context.DeadlineExceeded) {
+			within = "within " + connectTimeout.String()
+		}
+		if tls {
+			return "no answer to the TLS handshake " + within + "; if this port is plain Redis (no TLS), use redis://"
+		}
+		return "no answer " + within + "; is the address right, and does a firewall let it through?"
 	}
 	return msg
 }
