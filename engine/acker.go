@@ -134,8 +134,10 @@ func (c *Consumer) flushPart(hard context.Context, batch []ack, bytes int64) {
 	rdb := c.forSize(timeout)
 	for n := 0; len(batch) > 0; n++ {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		ctx, cancelOp := c.opCtx(ctx)
 		sent := time.Now()
 		left, err := c.flushOnce(ctx, rdb, batch)
+		cancelOp()
 		cancel()
 		batch = left
 		kind := classify(err)

@@ -151,6 +151,8 @@ func (c *Consumer) markLoop(done context.Context) {
 	seen := make([]*Message, len(c.attempts.running))   // at the last tick
 	marked := make([]*Message, len(c.attempts.running)) // whose record was queued
 	tick(done, markAfter, func() {
+		ctx, cancel := c.opCtx(ctx)
+		defer cancel()
 		for w := range c.attempts.running {
 			m := c.attempts.running[w].m.Load()
 			// Running since the last tick at least; an entry delivered
@@ -163,6 +165,8 @@ func (c *Consumer) markLoop(done context.Context) {
 		}
 		c.writeRecords(ctx)
 	})
+	ctx, cancel := c.opCtx(ctx)
+	defer cancel()
 	c.writeRecords(ctx)
 }
 

@@ -106,6 +106,8 @@ func (c *Consumer) leaseLoop(done context.Context) {
 	every := c.period()
 	ctx := context.WithoutCancel(done)
 	tick(done, every, func() {
+		ctx, cancel := c.opCtx(ctx)
+		defer cancel()
 		sent := time.Now()
 		if err := c.lease(ctx, every); err != nil {
 			c.loopFailed("renewing the lease on entries in progress", "XCLAIM", c.opts.Stream, err, sent)
@@ -140,6 +142,8 @@ func (c *Consumer) heartbeat(ctx context.Context) {
 func (c *Consumer) claimLoop(stop, hard context.Context) {
 	ctx := context.WithoutCancel(stop)
 	tick(stop, c.period(), func() {
+		ctx, cancel := c.opCtx(ctx)
+		defer cancel()
 		c.heartbeat(ctx)
 		sent := time.Now()
 		// Claim only what the workers can start soon: entries claimed into
@@ -248,7 +252,8 @@ func (c *Consumer) relocate(ctx context.Context, id string, now time.Time) {
 // consumer died, and hands them to the workers. Entries whose data was
 // deleted or trimmed are removed from the pending list and logged.
 func (c *Consumer) reclaim(stop, hard context.Context) error {
-	ctx := context.WithoutCancel(stop)
+	ctx, cancel := c.opCtx(context.WithoutCancel(stop))
+	defer cancel()
 	cursor := "0-0"
 	for stop.Err() == nil {
 		reply, err := c.rdb.Do(ctx, "XAUTOCLAIM", c.opts.Stream, c.opts.Group, c.opts.Consumer,

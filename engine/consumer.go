@@ -186,8 +186,11 @@ type Consumer struct {
 
 	seen position // where this consumer last saw the group
 
+	stopBy atomic.Int64 // when a stop began: its deadline, in Unix ns (see opCtx)
+
 	stopRun   context.CancelFunc // stops the run as a signal would
 	fatalOnce sync.Once
+	fatalMu   sync.Mutex
 	fatal     error // why the run stopped by itself, returned by Run
 }
 
@@ -257,6 +260,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer cancelHard()
 	stopTimer := context.AfterFunc(ctx, func() {
 		c.log.Info("stopping: finishing the entries already read", "timeout", c.opts.ShutdownTimeout.String())
+		c.stopBy.Store(time.Now().Add(c.opts.ShutdownTimeout).UnixNano())
 		time.AfterFunc(c.opts.ShutdownTimeout, cancelHard)
 	})
 	defer stopTimer()
@@ -292,12 +296,42 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	workers.Wait()
 	stopLease()
-	lease.Wait()
-	close(acks)
-	<-ackerDone
+	// With Redis not answering, the lease, the marker and the last acks
+	// are not waited for past the shutdown deadline: the entries they were
+	// for stay pending, and are delivered again.
+	leaseDone := make(chan struct{})
+	go func() { lease.Wait(); close(leaseDone) }()
+	if waitOr(leaseDone, hard) {
+		close(acks)
+		waitOr(ackerDone, hard)
+	}
+	if hard.Err() != nil && c.stopBy.Load() != 0 {
+		select {
+		case <-ackerDone:
+		default:
+			c.log.Warn("the shutdown timeout passed with acks still unsent (Redis does not answer); their entries stay pending and are delivered again")
+		}
+	}
 
 	c.finish()
+	c.fatalMu.Lock()
+	defer c.fatalMu.Unlock()
 	return c.fatal
+}
+
+// waitOr waits for done, or for stop; it reports whether done came first.
+func waitOr(done <-chan struct{}, stop context.Context) bool {
+	select {
+	case <-done:
+		return true
+	case <-stop.Done():
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // stopWith stops the run because of err, which retrying cannot fix, as a
@@ -305,7 +339,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 // Run returns the first such err.
 func (c *Consumer) stopWith(err error) {
 	c.fatalOnce.Do(func() {
+		c.fatalMu.Lock()
 		c.fatal = err
+		c.fatalMu.Unlock()
 		c.log.Error("stopping: Redis refused what retrying cannot fix", "err", err.Error())
 		c.stopRun()
 	})
@@ -322,7 +358,19 @@ func (c *Consumer) work(hard context.Context, w int, h Handler, acks chan<- []ac
 			})
 		}
 	}
-	for chunk := range c.entries {
+	for {
+		var chunk []*Message
+		select {
+		case next, ok := <-c.entries:
+			if !ok {
+				return
+			}
+			chunk = next
+		case <-hard.Done():
+			// The shutdown timed out: what is still queued stays pending. A
+			// read that Redis does not answer is not waited for.
+			return
+		}
 		done := make([]ack, 0, len(chunk))
 		for _, msg := range chunk {
 			a, ok := c.process(hard, w, h, msg)
@@ -407,14 +455,31 @@ func (c *Consumer) failCall(hard context.Context, msg *Message, err error) (ack,
 	return ack{}, false
 }
 
+// opCtx returns the context for a command the engine sends on its own
+// behalf: parent, or once a stop began, parent bounded by the stop's
+// deadline, so that a Redis that stopped answering cannot stretch a stop
+// past ShutdownTimeout. (go-redis honours the deadline of a command in
+// flight when its client has ContextTimeoutEnabled, as topix's has; it
+// refuses to start one past it in any case.)
+func (c *Consumer) opCtx(parent context.Context) (context.Context, context.CancelFunc) {
+	if d := c.stopBy.Load(); d != 0 {
+		return context.WithDeadline(parent, time.Unix(0, d))
+	}
+	return parent, func() {}
+}
+
 // finish deletes this consumer from the group unless it owns pending
 // entries, and logs what the run did.
 func (c *Consumer) finish() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	ctx, cancelOp := c.opCtx(ctx)
+	defer cancelOp()
 	pending, err := deleteConsumerIfIdle(ctx, c.rdb, c.opts.Stream, c.opts.Group, c.opts.Consumer)
 	c.pending = pending
 	switch {
+	case err != nil && ctx.Err() != nil:
+		c.log.Warn("no time left within the shutdown timeout to remove the consumer from the group; it stays, and its next start (or --prune-idle) tidies it")
 	case err != nil:
 		c.log.Warn("could not tidy the consumer up", "err", err)
 	case pending > 0:

@@ -56,7 +56,9 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 			return false
 		}
 		sent := time.Now()
-		msgs, err := c.readGroup(ctx, cursor, count, &buf)
+		rctx, cancel := c.opCtx(ctx)
+		msgs, err := c.readGroup(rctx, cursor, count, &buf)
+		cancel()
 		if err != nil {
 			switch classify(err) {
 			case errNoGroup:

@@ -91,7 +91,7 @@ func (c *Consumer) retryLoop(stop, hard context.Context) {
 	for {
 		ready, next := c.retries.due(time.Now())
 		if len(ready) > 0 {
-			if !c.redeliver(ctx, hard, ready) {
+			if !c.redeliverBounded(ctx, hard, ready) {
 				return
 			}
 			continue
@@ -107,6 +107,12 @@ func (c *Consumer) retryLoop(stop, hard context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+func (c *Consumer) redeliverBounded(ctx, hard context.Context, ready []retry) bool {
+	ctx, cancel := c.opCtx(ctx)
+	defer cancel()
+	return c.redeliver(ctx, hard, ready)
 }
 
 // redeliver claims due retries and hands them to the workers. It returns

@@ -134,6 +134,9 @@ func connect(ctx context.Context, cfg config.Config) (redis.UniversalClient, err
 		// per CPU would make them queue on a one-CPU machine.
 		opts.PoolSize = max(16, 10*runtime.GOMAXPROCS(0))
 	}
+	// Deadlines of contexts bound commands in flight: a stop's deadline
+	// then holds even while Redis does not answer.
+	opts.ContextTimeoutEnabled = true
 	rdb := redis.NewUniversalClient(opts)
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,7 +23,7 @@ func (a *app) consumerCommand() *cobra.Command {
 		Use:   "consumer STREAM GROUP SCRIPT.star[:FUNC]",
 		Short: "Run a Starlark function over every entry of a stream",
 		Long: `Run FUNC (default: consumer) of SCRIPT.star on every entry of STREAM, as a
-member of consumer group GROUP, until SIGINT or SIGTERM.
+member of consumer group GROUP, until SIGINT, SIGTERM or SIGHUP.
 
 The function takes the entry as a dict of str to str, and optionally a second
 parameter with its metadata (msg.id, msg.stream, msg.group, msg.consumer,
@@ -49,9 +50,11 @@ The group is created when missing (with the stream), starting at --start: 0,
 the default, means entries added before the first start are processed too.
 On start, the consumer first takes the entries it owns and never acked.
 
-SIGINT or SIGTERM stops reading, finishes the entries already read (for at
-most --shutdown-timeout), flushes the acks and removes the consumer from the
-group if it owns no pending entries. A second signal exits at once.`,
+SIGINT, SIGTERM or SIGHUP stops reading, finishes the entries already read,
+flushes the acks and removes the consumer from the group if it owns no
+pending entries, all within --shutdown-timeout. A second signal, 300ms or
+more after the first, exits at once (one sent twice in a row, as timeout(1)
+does, is one stop).`,
 		Example: `  topix consumer orders billing app.star
   topix consumer orders billing app.star:bill --concurrency 8 --name billing-1`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -153,12 +156,15 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-// signalContext returns a context cancelled by the first SIGINT or
-// SIGTERM; a second one exits the process at once.
+// signalContext returns a context cancelled by the first SIGINT, SIGTERM
+// or SIGHUP; another one, at least repeatWindow after the first, exits the
+// process at once. A repeat within the window is the same stop, sent twice:
+// timeout(1) signals its child and then the child's process group, and a
+// supervisor may signal every process of a group.
 func (a *app) signalContext(log interface{ Warn(string, ...any) }) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(a.ctx)
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		select {
 		case <-sigs:
@@ -166,15 +172,23 @@ func (a *app) signalContext(log interface{ Warn(string, ...any) }) (context.Cont
 		case <-ctx.Done():
 			return
 		}
-		sig := <-sigs
-		log.Warn("second signal: exiting now; entries in flight stay pending", "signal", sig.String())
-		os.Exit(exitSignaled)
+		first := time.Now()
+		for sig := range sigs {
+			if time.Since(first) < repeatWindow {
+				continue
+			}
+			log.Warn("second signal: exiting now; entries in flight stay pending", "signal", sig.String())
+			os.Exit(exitSignaled)
+		}
 	}()
 	return ctx, func() {
 		signal.Stop(sigs)
 		cancel()
 	}
 }
+
+// repeatWindow is how soon after the first a signal counts as the same.
+const repeatWindow = 300 * time.Millisecond
 
 // tuneGC lets the garbage collector run less often than Go's default,
 // unless GOGC or GOMEMLIMIT say otherwise. A consumer's live heap is small

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -144,7 +145,11 @@ def consumer(data):
 	t.Cleanup(func() { _ = consumer.Process.Kill() })
 	redistest.WaitFor(t, 10*time.Second, "the call to start", func() bool { return strings.Contains(stderr.String(), "started") })
 	consumer.Process.Signal(syscall.SIGTERM)
+	first := time.Now()
 	redistest.WaitFor(t, 10*time.Second, "the first signal to be seen", func() bool { return strings.Contains(stderr.String(), "stopping") })
+	// A repeat within repeatWindow is the same stop; what is tested here is
+	// a second one, after it.
+	time.Sleep(time.Until(first.Add(repeatWindow + 100*time.Millisecond)))
 	start := time.Now()
 	consumer.Process.Signal(syscall.SIGTERM)
 	if code := waitExit(t, consumer, 10*time.Second); code != exitSignaled {
@@ -216,5 +221,104 @@ func TestEditingTheScriptOfARunningConsumer(t *testing.T) {
 	consumer.Process.Signal(syscall.SIGTERM)
 	if code := waitExit(t, consumer, 15*time.Second); code != 0 {
 		t.Errorf("exit code %d", code)
+	}
+}
+
+// idleConsumer starts a consumer of srv with nothing to do and waits until
+// it reads.
+func idleConsumer(t *testing.T, srv *redistest.Server, args ...string) (*exec.Cmd, *redistest.Buffer) {
+	t.Helper()
+	script := writeScript(t, "def consumer(data):\n    pass\n")
+	var stderr redistest.Buffer
+	cmd := topixCmd(t, srv, append([]string{"consumer", "s", "g", script}, args...)...)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	redistest.WaitFor(t, 10*time.Second, "the consumer to start", func() bool { return strings.Contains(stderr.String(), "consuming") })
+	return cmd, &stderr
+}
+
+// timeout(1) sends SIGTERM to its child and then to the child's process
+// group: two in a row are one stop, not "second signal, exit now". SIGHUP
+// stops gracefully too.
+func TestASignalSentTwiceInARowIsOneStop(t *testing.T) {
+	srv := redistest.Must(t)
+	for i, sigs := range [][]syscall.Signal{
+		{syscall.SIGTERM, syscall.SIGTERM},
+		{syscall.SIGINT, syscall.SIGTERM},
+		{syscall.SIGTERM, syscall.SIGTERM, syscall.SIGTERM},
+		{syscall.SIGHUP},
+	} {
+		cmd, stderr := idleConsumer(t, srv, "--name", fmt.Sprint("c", i))
+		for _, sig := range sigs {
+			cmd.Process.Signal(sig)
+		}
+		if code := waitExit(t, cmd, 10*time.Second); code != 0 {
+			t.Errorf("signals %v: exit code %d, want 0 (one graceful stop); stderr:\n%s", sigs, code, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "stopped") {
+			t.Errorf("signals %v: no graceful stop in the log:\n%s", sigs, stderr.String())
+		}
+	}
+}
+
+// A stop while topix is still connecting exits at once, with 0.
+func TestASignalWhileConnectingExitsAtOnce(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	accepted := make(chan struct{}, 16)
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			accepted <- struct{}{}
+		}
+	}()
+	script := writeScript(t, "def consumer(data):\n    pass\n")
+	cmd := exec.Command(os.Args[0], "consumer", "s", "g", script)
+	cmd.Env = append(os.Environ(), asTopix+"=1", "TOPIX_REDIS_URL=redis://"+silent.Addr().String()+"/0", "NO_COLOR=1")
+	var stderr redistest.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	select {
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("topix never connected")
+	}
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	code := waitExit(t, cmd, 10*time.Second)
+	if took := time.Since(start); code != 0 || took > 2*time.Second {
+		t.Errorf("SIGTERM while connecting: exit %d after %s; want 0 at once. stderr:\n%s", code, took.Round(time.Millisecond), stderr.String())
+	}
+}
+
+// With Redis frozen (SIGSTOP), a stop still ends within --shutdown-timeout:
+// the final acks and the consumer's removal are bounded by it too.
+func TestAStopKeepsItsDeadlineWhileRedisIsFrozen(t *testing.T) {
+	srv := redistest.Must(t)
+	cmd, stderr := idleConsumer(t, srv, "--shutdown-timeout", "2s", "--block", "500ms")
+	if err := syscall.Kill(srv.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(srv.Pid(), syscall.SIGCONT) })
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	code := waitExit(t, cmd, 20*time.Second)
+	took := time.Since(start)
+	t.Logf("stopped in %s with Redis frozen, exit %d", took.Round(time.Millisecond), code)
+	if took > 3500*time.Millisecond {
+		t.Errorf("the stop took %s under --shutdown-timeout 2s; stderr:\n%s", took.Round(time.Millisecond), stderr.String())
 	}
 }
