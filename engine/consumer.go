@@ -488,7 +488,7 @@ func (c *Consumer) finish() {
 	default:
 		c.log.Debug("deleted the consumer from the group")
 	}
-	c.log.Info("stopped", "processed", c.processed.Load(), "failed", c.failed.Load(), "dead_lettered", c.dead.Load(),
+	c.log.Info("stopped", "processed", c.processed.Load(), "failed", c.failed.Load(), "dead_lettered", c.dead.Load(), "emits_resent", c.resent.Load(),
 		"claimed", c.claimed.Load(), "acked", c.acked.Load(), "pending", pending)
 }
 
