@@ -12,10 +12,10 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/toml/v2"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/confmap"
@@ -167,14 +167,8 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Config, error) {
 	}
 
 	var c Config
-	err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{DecoderConfig: &mapstructure.DecoderConfig{
-		DecodeHook:       mapstructure.ComposeDecodeHookFunc(durationHook, sizeHook),
-		WeaklyTypedInput: true,
-		Result:           &c,
-		TagName:          "koanf",
-	}})
-	if err != nil {
-		return Config{}, fmt.Errorf("configuration: %s", oneLine(err))
+	if err := decode(k, &c, from); err != nil {
+		return Config{}, err
 	}
 	if err := c.Validate(); err != nil {
 		var fe *FieldError
@@ -384,6 +378,102 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 		return d, nil
 	}
 	return nil, fmt.Errorf("%v is not a duration; write it as a string with a unit, like \"2s\"", data)
+}
+
+// decode sets every field of c from k, one key at a time, so that a value
+// of the wrong type is one error that names the key, the value and where
+// it came from. Values are taken as they are written: a number where a
+// whole number is wanted must be one (2.7 is refused, not cut to 2), a
+// boolean is not a number, and the text of a variable or flag is parsed
+// without trimming.
+func decode(k *koanf.Koanf, c *Config, from map[string]string) error {
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	for i := range t.NumField() {
+		key := t.Field(i).Tag.Get("koanf")
+		raw := k.Get(key)
+		val, err := convert(raw, t.Field(i).Type)
+		if err != nil {
+			src := from[key]
+			if src == "" {
+				src = "the default"
+			}
+			return fmt.Errorf("%s %s: %s [set by %s]", key, quoteValue(raw), err, src)
+		}
+		v.Field(i).Set(val)
+	}
+	return nil
+}
+
+func quoteValue(raw any) string {
+	if s, ok := raw.(string); ok {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprint(raw)
+}
+
+// convert turns a value read from a file, a variable or a flag into the
+// type of a Config field.
+func convert(raw any, to reflect.Type) (reflect.Value, error) {
+	switch to {
+	case reflect.TypeFor[time.Duration]():
+		d, err := durationHook(nil, to, raw)
+		if err != nil {
+			return reflect.Value{}, errors.New(strings.TrimPrefix(err.Error(), fmt.Sprintf("%q ", raw)))
+		}
+		return reflect.ValueOf(d), nil
+	case reflect.TypeFor[ByteSize]():
+		s, err := sizeHook(nil, to, raw)
+		if err != nil {
+			return reflect.Value{}, err
+		}
+		return reflect.ValueOf(s), nil
+	}
+	switch to.Kind() {
+	case reflect.String:
+		if s, ok := raw.(string); ok {
+			return reflect.ValueOf(s).Convert(to), nil
+		}
+		return reflect.Value{}, errors.New("is not a string; quote it")
+	case reflect.Bool:
+		switch b := raw.(type) {
+		case bool:
+			return reflect.ValueOf(b), nil
+		case string:
+			if v, err := strconv.ParseBool(b); err == nil {
+				return reflect.ValueOf(v), nil
+			}
+		}
+		return reflect.Value{}, errors.New("is not a boolean; use true or false")
+	case reflect.Int, reflect.Int64:
+		var n int64
+		switch x := raw.(type) {
+		case int:
+			n = int64(x)
+		case int64:
+			n = x
+		case float64:
+			if x != float64(int64(x)) {
+				return reflect.Value{}, errors.New("is not a whole number")
+			}
+			n = int64(x)
+		case string:
+			v, err := strconv.ParseInt(x, 10, 64)
+			if err != nil {
+				return reflect.Value{}, errors.New("is not a whole number (write digits only, like 4)")
+			}
+			n = v
+		default:
+			return reflect.Value{}, errors.New("is not a whole number")
+		}
+		out := reflect.New(to).Elem()
+		if out.OverflowInt(n) {
+			return reflect.Value{}, errors.New("is too large")
+		}
+		out.SetInt(n)
+		return out, nil
+	}
+	return reflect.Value{}, fmt.Errorf("cannot be read as %s", to)
 }
 
 func toMap(c Config) map[string]any {

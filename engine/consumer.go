@@ -488,8 +488,12 @@ func (c *Consumer) finish() {
 	default:
 		c.log.Debug("deleted the consumer from the group")
 	}
-	c.log.Info("stopped", "processed", c.processed.Load(), "failed", c.failed.Load(), "dead_lettered", c.dead.Load(), "emits_resent", c.resent.Load(),
-		"claimed", c.claimed.Load(), "acked", c.acked.Load(), "pending", pending)
+	attrs := []any{"processed", c.processed.Load(), "failed", c.failed.Load(), "dead_lettered", c.dead.Load(),
+		"claimed", c.claimed.Load(), "acked", c.acked.Load(), "pending", pending}
+	if n := c.resent.Load(); n > 0 {
+		attrs = append(attrs, "emits_resent", n) // each may be in its stream twice
+	}
+	c.log.Info("stopped", attrs...)
 }
 
 // loopFailed handles the error of a command a loop sent at sent, doing
