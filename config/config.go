@@ -349,16 +349,11 @@ func validStart(s string) bool {
 	return digits(ms) && (!found || digits(seq))
 }
 
+// digits reports whether s is a number Redis takes as part of an entry id:
+// digits only, at most 2^64-1.
 func digits(s string) bool {
-	if s == "" || len(s) > 20 {
-		return false
-	}
-	for _, r := range s {
-		if r < '0' || r > '9' {
-			return false
-		}
-	}
-	return true
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil && s != "" && s[0] != '+'
 }
 
 // durationHook refuses bare numbers for durations: "block = 2" would

@@ -155,6 +155,10 @@ func (c *Consumer) flushPart(hard context.Context, batch []ack, bytes int64) {
 			c.forget(left)
 			c.stopWith(permission("XACK", c.opts.Stream, err))
 			return
+		case kind == errRedirect && redirected(c.rdb, err) != nil:
+			c.forget(left)
+			c.stopWith(redirected(c.rdb, err))
+			return
 		case !retryable(kind):
 			c.log.Error("Redis refused to ack entries; they stay pending and are delivered again", "entries", len(left), "err", err)
 			c.forget(left)

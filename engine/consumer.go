@@ -511,6 +511,12 @@ func (c *Consumer) loopFailed(what, command, key string, err error, sent time.Ti
 			return
 		}
 		c.redis.fail(what, err, sent)
+	case errRedirect:
+		if err := redirected(c.rdb, err); err != nil {
+			c.stopWith(err)
+			return
+		}
+		c.redis.fail(what, err, sent)
 	case errNoGroup:
 	default:
 		c.redis.fail(what, err, sent)

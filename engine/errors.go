@@ -88,6 +88,20 @@ func retryable(k errKind) bool {
 	return k == errConn || k == errTransient || k == errRedirect || k == errUnblocked
 }
 
+// ErrClusterNode means a client for a lone Redis server was given one node
+// of a Redis Cluster: the node answers MOVED for the keys of other nodes,
+// and such a client cannot follow it.
+var ErrClusterNode = errors.New("Redis answered MOVED: this is one node of a Redis Cluster, and the key is served by another; use a redis+cluster:// URL")
+
+// redirected is the error of a MOVED or ASK that rdb cannot follow, or nil
+// when it is a cluster client (which follows them; retry).
+func redirected(rdb redis.UniversalClient, err error) error {
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		return nil
+	}
+	return fmt.Errorf("%w (%s)", ErrClusterNode, err)
+}
+
 // PermissionError means Redis refused a command for the ACL user topix
 // connects as, or no longer accepts its password. Retrying cannot help, so
 // the consumer stops with it; Run returns it.

@@ -63,6 +63,10 @@ func (c *Consumer) ensureGroup(ctx context.Context) error {
 		return wrongType(ctx, c.rdb, c.opts.Stream)
 	case errPermission:
 		return permission("XPENDING", c.opts.Stream, err)
+	case errRedirect:
+		if err := redirected(c.rdb, err); err != nil {
+			return err
+		}
 	}
 	return fmt.Errorf("check consumer group %q on stream %q: %w", c.opts.Group, c.opts.Stream, err)
 }

@@ -72,6 +72,12 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 			case errPermission:
 				c.stopWith(permission("XREADGROUP", c.opts.Stream, err))
 				return false
+			case errRedirect:
+				if err := redirected(c.rdb, err); err != nil {
+					c.stopWith(err)
+					return false
+				}
+				c.redis.fail("reading the stream", err, sent)
 			default:
 				c.redis.fail("reading the stream", err, sent)
 			}

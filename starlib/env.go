@@ -92,8 +92,9 @@ func (e *Env) predeclared() starlark.StringDict {
 
 // newThread makes a thread whose print() writes a log record carrying the
 // script position of the call (and the entry's id during a call), and
-// which stops after the step budget.
-func (e *Env) newThread(name string) *starlark.Thread {
+// which stops after the step budget. what names what it runs in errors:
+// "the call", "the top level of app.star".
+func (e *Env) newThread(name, what string) *starlark.Thread {
 	log := e.logger()
 	maxSteps := e.maxSteps()
 	thread := &starlark.Thread{
@@ -102,7 +103,7 @@ func (e *Env) newThread(name string) *starlark.Thread {
 			log.LogAttrs(context.Background(), slog.LevelInfo, msg, scriptAttrs(thread)...)
 		},
 		OnMaxSteps: func(thread *starlark.Thread) {
-			thread.Cancel(fmt.Sprintf("the call took more than the step budget (%d steps)", maxSteps))
+			thread.Cancel(fmt.Sprintf("%s took more than the step budget (%d steps)", what, maxSteps))
 		},
 	}
 	thread.SetMaxExecutionSteps(maxSteps)

@@ -53,7 +53,7 @@ func (l *loader) exec(name, abs string, src []byte) (starlark.StringDict, error)
 		return nil, compileError(err)
 	}
 	l.warnings = append(l.warnings, selfCalls(file)...)
-	thread := l.env.newThread("load " + name)
+	thread := l.env.newThread("load "+name, "the top level of "+name)
 	thread.Load = l.load
 	// The top level runs under the same limits as a call.
 	g := l.env.watchdog().newGuard(thread, fmt.Sprintf("the top level took longer than the call timeout (%s)", l.env.callTimeout()))

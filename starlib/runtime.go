@@ -33,7 +33,7 @@ func (r *Runtime) Script() *Script { return r.script.Load() }
 
 // NewHandler returns the handler of one worker.
 func (r *Runtime) NewHandler(worker int) (engine.Handler, error) {
-	h := &handler{rt: r, thread: r.env.newThread(fmt.Sprintf("worker-%d", worker))}
+	h := &handler{rt: r, thread: r.env.newThread(fmt.Sprintf("worker-%d", worker), "the call")}
 	h.guard = r.env.watchdog().newGuard(h.thread, fmt.Sprintf("the call took longer than the call timeout (%s)", r.env.callTimeout()))
 	h.thread.SetLocal(callKey, &h.call)
 	return h, nil

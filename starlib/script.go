@@ -33,22 +33,55 @@ const DefaultFunc = "consumer"
 var fileOptions = &syntax.FileOptions{Set: true, While: true, TopLevelControl: true}
 
 // ParseTarget splits a script target "path/to/app.star[:func]" into the
-// path and the function name (DefaultFunc when none is given).
+// path and the function name (DefaultFunc when none is given). What
+// follows the last colon is the function only if it is a name: in
+// "dir:x/app.star" the colon is part of the path. A path that does not
+// exist and reads as a dotted module name, the form of the original
+// Python Topix ("pkg.mod:func"), names pkg/mod.star.
 func ParseTarget(target string) (path, fn string, err error) {
 	path, fn = target, DefaultFunc
 	if i := strings.LastIndex(target, ":"); i >= 0 {
-		path, fn = target[:i], target[i+1:]
-		if fn == "" {
-			return "", "", fmt.Errorf("script %q: nothing after the colon; write %s:FUNC, or leave out the colon for %s", target, path, DefaultFunc)
-		}
-		if !isIdent(fn) {
-			return "", "", fmt.Errorf("script %q: %q is not a function name", target, fn)
+		switch after := target[i+1:]; {
+		case after == "":
+			return "", "", fmt.Errorf("script %q: nothing after the colon; write %s:FUNC, or leave out the colon for %s", target, target[:i], DefaultFunc)
+		case isIdent(after):
+			path, fn = target[:i], after
+		case strings.Contains(after, "/") || strings.HasSuffix(after, ".star"):
+			// A path with a colon in it: "dir:x/app.star".
+		default:
+			return "", "", fmt.Errorf("script %q: %q is not a function name (FUNC is a name like consumer, after the last colon)", target, after)
 		}
 	}
 	if path == "" {
 		return "", "", fmt.Errorf("script %q: the file name is empty; write app.star or app.star:FUNC", target)
 	}
+	if mod := moduleFile(path); mod != "" {
+		path = mod
+	}
 	return path, fn, nil
+}
+
+// moduleFile returns the file a dotted module name like "pkg.mod" stands
+// for, pkg/mod.star, when path is such a name, does not exist itself, and
+// that file does.
+func moduleFile(path string) string {
+	if strings.HasSuffix(path, ".star") {
+		return ""
+	}
+	if _, err := os.Stat(path); err == nil {
+		return ""
+	}
+	parts := strings.Split(path, ".")
+	for _, p := range parts {
+		if !isIdent(p) {
+			return ""
+		}
+	}
+	file := filepath.Join(parts...) + ".star"
+	if st, err := os.Stat(file); err == nil && st.Mode().IsRegular() {
+		return file
+	}
+	return ""
 }
 
 // Script is one compiled version of a consumer script and the modules it

@@ -64,7 +64,7 @@ func TestStarlarkFiles(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				thread := env.newThread(file)
+				thread := env.newThread(file, "the top level of "+file)
 				thread.Load = l.load
 				starlarktest.SetReporter(thread, t)
 				_, err = starlark.ExecFileOptions(fileOptions, thread, file, code, predeclared)

@@ -64,8 +64,12 @@ func run(ctx context.Context, args, env []string, stdin io.Reader, stdout, stder
 	if err == nil || errors.Is(err, errStopped) {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "topix: %s\n", oneLine(err))
 	var ee *exitError
+	if !errors.As(err, &ee) && strings.HasPrefix(err.Error(), "unknown command ") {
+		// cobra's own: the command line is wrong.
+		err = usagef("%s; the commands are consumer, emit, replay, run, check and dev (see 'topix --help')", err)
+	}
+	fmt.Fprintf(stderr, "topix: %s\n", oneLine(err))
 	if errors.As(err, &ee) {
 		return ee.code
 	}

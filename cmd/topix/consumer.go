@@ -148,7 +148,7 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 		switch {
 		case errors.Is(err, engine.ErrWrongType):
 			return usageError(err)
-		case errors.As(err, &pe):
+		case errors.As(err, &pe), errors.Is(err, engine.ErrClusterNode):
 			return &exitError{exitRedis, err}
 		}
 		return err

@@ -23,7 +23,12 @@ The first line on stdout is the server's URL, for scripts; a port of 0 picks
 a free one. SIGINT or SIGTERM stops it.`,
 		Example: `  topix dev
   topix dev --addr 127.0.0.1:0`,
-		Args: cobra.NoArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("dev takes no arguments, got %q; see 'topix dev --help'", args)
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, log, err := a.load(cmd)
 			if err != nil {

@@ -322,3 +322,60 @@ func TestAStopKeepsItsDeadlineWhileRedisIsFrozen(t *testing.T) {
 		t.Errorf("the stop took %s under --shutdown-timeout 2s; stderr:\n%s", took.Round(time.Millisecond), stderr.String())
 	}
 }
+
+// twoNodeCluster starts a Redis Cluster of two masters on loopback, each
+// serving half the slots, and returns them once both say the cluster is ok.
+func twoNodeCluster(t *testing.T) (a, b *redistest.Server) {
+	t.Helper()
+	a = redistest.Must(t, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
+	b = redistest.Must(t, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
+	ctx := context.Background()
+	ca, cb := a.Client(), b.Client()
+	defer ca.Close()
+	defer cb.Close()
+	host, port, _ := net.SplitHostPort(b.Addr)
+	if err := ca.Do(ctx, "CLUSTER", "MEET", host, port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 8191).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 8192, 16383).Err(); err != nil {
+		t.Fatal(err)
+	}
+	redistest.WaitFor(t, 20*time.Second, "the cluster to be ok", func() bool {
+		for _, c := range []*redis.Client{ca, cb} {
+			info, _ := c.ClusterInfo(ctx).Result()
+			if !strings.Contains(info, "cluster_state:ok") {
+				return false
+			}
+		}
+		return true
+	})
+	return a, b
+}
+
+// redis:// pointed at one node of a Cluster: the key's slot is on the
+// other node, which answers MOVED. topix says so and how to fix it, and
+// does not retry for ever.
+func TestOneNodeOfAClusterIsNamedAsSuch(t *testing.T) {
+	a, _ := twoNodeCluster(t)
+	// "b" hashes to slot 3300 (node a), "a" to 15495 (node b).
+	const stream = "a"
+	script := writeScript(t, "def consumer(data):\n    pass\n")
+	for _, args := range [][]string{
+		{"emit", stream, `{"k": "v"}`},
+		{"consumer", stream, "g", script},
+	} {
+		cmd := topixCmd(t, a, args...)
+		var out redistest.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		code := waitExit(t, cmd, 20*time.Second)
+		if got := out.String(); code != exitRedis || !strings.Contains(got, "one node of a Redis Cluster") || !strings.Contains(got, "redis+cluster://") {
+			t.Errorf("topix %s against one cluster node: exit %d, output:\n%s", args[0], code, got)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/topix-dev/topix"
 	"github.com/topix-dev/topix/config"
+	"github.com/topix-dev/topix/engine"
 )
 
 func (a *app) emitCommand() *cobra.Command {
@@ -95,8 +97,9 @@ func (a *app) emitLines(ctx context.Context, cfg config.Config, stream string) e
 	go func() {
 		defer close(lines)
 		sc := bufio.NewScanner(a.stdin)
-		sc.Buffer(make([]byte, 0, 64*1024), 512<<20)
-		for n := 1; sc.Scan(); n++ {
+		sc.Buffer(make([]byte, 0, 64*1024), maxStdinLine)
+		n := 1
+		for ; sc.Scan(); n++ {
 			text := sc.Bytes()
 			if len(text) == 0 || isBlank(text) {
 				continue
@@ -112,7 +115,10 @@ func (a *app) emitLines(ctx context.Context, cfg config.Config, stream string) e
 			}
 			lines <- line{args: args}
 		}
-		if err := sc.Err(); err != nil {
+		switch err := sc.Err(); {
+		case errors.Is(err, bufio.ErrTooLong):
+			lines <- line{err: usagef("line %d is longer than %d MiB, the most one line of emit - may hold; the lines before it were sent, this one and the rest were not", n, maxStdinLine>>20)}
+		case err != nil:
 			lines <- line{err: fmt.Errorf("read stdin: %w", err)}
 		}
 	}()
@@ -152,6 +158,9 @@ func (a *app) emitLines(ctx context.Context, cfg config.Config, stream string) e
 }
 
 // sendBatch pipelines XADDs and prints their ids in order.
+// maxStdinLine bounds one line of emit -: one entry's JSON.
+const maxStdinLine = 512 << 20
+
 func sendBatch(ctx context.Context, rdb redis.UniversalClient, batch []*redis.XAddArgs, out *bufio.Writer) error {
 	if len(batch) == 0 {
 		return nil
@@ -174,8 +183,20 @@ func sendBatch(ctx context.Context, rdb redis.UniversalClient, batch []*redis.XA
 }
 
 func emitError(err error) error {
-	if strings.Contains(err.Error(), "WRONGTYPE") {
+	msg := err.Error()
+	var re redis.Error
+	if errors.As(err, &re) {
+		msg = re.Error() // Redis's own reply, without what wraps it
+	}
+	switch {
+	case strings.HasPrefix(msg, "WRONGTYPE"):
 		return usagef("the stream's key holds another type of value; pick another stream name, or delete the key")
+	case strings.HasPrefix(msg, "MOVED "), strings.HasPrefix(msg, "ASK "):
+		return &exitError{exitRedis, fmt.Errorf("%w (%s)", engine.ErrClusterNode, msg)}
+	case strings.HasPrefix(msg, "NOPERM"):
+		return &exitError{exitRedis, fmt.Errorf("Redis refused XADD: %s; the ACL user needs +xadd and write access to the stream's key (the README lists what each command needs)", msg)}
+	case strings.HasPrefix(msg, "OOM"):
+		return fmt.Errorf("Redis is out of memory (maxmemory) and refuses new entries: %s; nothing more was added", msg)
 	}
 	return err
 }
