@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -377,5 +378,38 @@ func TestOneNodeOfAClusterIsNamedAsSuch(t *testing.T) {
 		if got := out.String(); code != exitRedis || !strings.Contains(got, "one node of a Redis Cluster") || !strings.Contains(got, "redis+cluster://") {
 			t.Errorf("topix %s against one cluster node: exit %d, output:\n%s", args[0], code, got)
 		}
+	}
+}
+
+// repeatReader yields b for ever.
+type repeatReader byte
+
+func (r repeatReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(r)
+	}
+	return len(p), nil
+}
+
+// A line of emit - longer than the limit is named, with the limit, after
+// the lines before it were sent.
+func TestEmitNamesALineTooLong(t *testing.T) {
+	srv := redistest.Must(t)
+	cmd := topixCmd(t, srv, "emit", "s", "-")
+	cmd.Stdin = io.MultiReader(strings.NewReader("{\"a\": 1}\n{\"a\": 2}\n{\"big\": \""), io.LimitReader(repeatReader('x'), maxStdinLine+10))
+	var out redistest.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	code := waitExit(t, cmd, 60*time.Second)
+	want := fmt.Sprintf("topix: line 3 is longer than %d MiB, the most one line of emit - may hold", maxStdinLine>>20)
+	if got := out.String(); code != exitUsage || !strings.Contains(got, want) {
+		t.Errorf("exit %d, output:\n%s\nwant exit %d and %q", code, got, exitUsage, want)
+	}
+	rdb := srv.Client()
+	defer rdb.Close()
+	if n, _ := rdb.XLen(context.Background(), "s").Result(); n != 2 {
+		t.Errorf("stream has %d entries, want the 2 lines before the long one", n)
 	}
 }

@@ -159,7 +159,7 @@ func (a *app) emitLines(ctx context.Context, cfg config.Config, stream string) e
 
 // sendBatch pipelines XADDs and prints their ids in order.
 // maxStdinLine bounds one line of emit -: one entry's JSON.
-const maxStdinLine = 512 << 20
+const maxStdinLine = 64 << 20
 
 func sendBatch(ctx context.Context, rdb redis.UniversalClient, batch []*redis.XAddArgs, out *bufio.Writer) error {
 	if len(batch) == 0 {
