@@ -110,6 +110,10 @@ func FlagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
 // negatedFlags are flags that set a key to false: --no-reload sets reload.
 var negatedFlags = map[string]string{"no-reload": "reload"}
 
+// aliasFlags are other names of a key's flag: --consumer, the original
+// Topix's, sets name.
+var aliasFlags = map[string]string{"consumer": "name"}
+
 // Load builds the configuration: Defaults, then the config file at path (if
 // path is not empty), then the TOPIX_* variables of environ, then the flags
 // of fs that were set on the command line. fs may hold other flags too;
@@ -145,6 +149,12 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Config, error) {
 		return Config{}, err
 	}
 	if fs != nil {
+		for alias, key := range aliasFlags {
+			a, b := fs.Lookup(alias), fs.Lookup(FlagName(key))
+			if a != nil && b != nil && a.Changed && b.Changed && a.Value.String() != b.Value.String() {
+				return Config{}, fmt.Errorf("--%s %q and --%s %q disagree; --%s is another name of --%s: give one", alias, a.Value, FlagName(key), b.Value, alias, FlagName(key))
+			}
+		}
 		flags := posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
 			if !f.Changed {
 				return "", nil
@@ -155,6 +165,9 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Config, error) {
 				return key, !on
 			}
 			key := strings.ReplaceAll(f.Name, "-", "_")
+			if alias, ok := aliasFlags[f.Name]; ok {
+				key = alias
+			}
 			if !slices.Contains(known, key) {
 				return "", nil
 			}
@@ -248,7 +261,11 @@ func (c Config) Validate() error {
 	switch c.LogFormat {
 	case "text", "json":
 	default:
-		return bad("log_format", "log_format %q: use text or json", c.LogFormat)
+		hint := ""
+		if strings.Contains(c.LogFormat, "%(") {
+			hint = " (topix's log format is a style, not a Python logging format string)"
+		}
+		return bad("log_format", "log_format %q: use text or json%s", c.LogFormat, hint)
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		return &FieldError{Key: "log_level", Msg: err.Error()}

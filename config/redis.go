@@ -297,16 +297,17 @@ func scrub(msg, rawURL string) string {
 }
 
 // ParseLevel reads a log level name in any case: debug, info, warn
-// (or warning) or error.
+// (or warning) or error, and Python's logging names too: critical and
+// fatal are error, notset is debug.
 func ParseLevel(s string) (slog.Level, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "debug":
+	case "debug", "notset":
 		return slog.LevelDebug, nil
 	case "info", "":
 		return slog.LevelInfo, nil
 	case "warn", "warning":
 		return slog.LevelWarn, nil
-	case "error":
+	case "error", "critical", "fatal":
 		return slog.LevelError, nil
 	}
 	return 0, fmt.Errorf("log_level %q: use debug, info, warn or error", s)

@@ -104,7 +104,7 @@ TOPIX_* environment variables (TOPIX_REDIS_URL, TOPIX_CONCURRENCY, ...), flags.`
 	pf.StringVar(&a.cfgPath, "config", "", "config file (.toml, .yaml or .yml); its keys are the flag names with _ for -")
 	pf.String(config.FlagName("redis_url"), defaults.RedisURL, "Redis URL (redis://, rediss://, unix://, redis+cluster://, redis+sentinel://) [$TOPIX_REDIS_URL]")
 	pf.String(config.FlagName("log_format"), defaults.LogFormat, "log format: text or json [$TOPIX_LOG_FORMAT]")
-	pf.String(config.FlagName("log_level"), defaults.LogLevel, "log level: debug, info, warn or error [$TOPIX_LOG_LEVEL]")
+	pf.String(config.FlagName("log_level"), defaults.LogLevel, "log level: debug, info, warn or error (Python's WARNING, CRITICAL too) [$TOPIX_LOG_LEVEL]")
 
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usagef("%s; see '%s --help'", err, cmd.CommandPath())

@@ -72,6 +72,7 @@ does, is one stop).`,
 	f.Duration(config.FlagName("block"), d.Block, "how long one read waits for new entries; also bounds how soon a stop is noticed [$TOPIX_BLOCK]")
 	f.String(config.FlagName("start"), d.Start, "where a new group starts: 0 (every entry), $ (new entries only) or an entry id [$TOPIX_START]")
 	f.String(config.FlagName("name"), d.Name, "consumer name in the group (default: <hostname>-<pid>); keep it stable to resume your own pending entries [$TOPIX_NAME]")
+	f.String("consumer", "", "another name of --name, the original Topix's")
 	f.Duration(config.FlagName("shutdown_timeout"), d.ShutdownTimeout, "how long a stop may take to finish the entries already read [$TOPIX_SHUTDOWN_TIMEOUT]")
 	f.Duration(config.FlagName("claim_idle"), d.ClaimIdle, "claim entries idle this long in any consumer's pending list of the group (a dead consumer's) [$TOPIX_CLAIM_IDLE]")
 	f.Int(config.FlagName("max_attempts"), d.MaxAttempts, "attempts (calls started) of a failing entry before it goes to the dead-letter stream [$TOPIX_MAX_ATTEMPTS]")
