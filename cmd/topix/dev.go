@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"syscall"
 
 	"github.com/alicebob/miniredis/v2"
@@ -10,7 +11,7 @@ import (
 )
 
 func (a *app) devCommand() *cobra.Command {
-	var addr string
+	var addr, password string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Start an in-memory Redis-compatible server for trying topix out",
@@ -19,10 +20,16 @@ for topix (streams, consumer groups), so you can follow the quickstart on a
 machine without Redis. Its data lives in memory only: it is gone when the
 server stops. Use a real Redis for anything that matters.
 
-The first line on stdout is the server's URL, for scripts; a port of 0 picks
-a free one. SIGINT or SIGTERM stops it.`,
+The first line on stdout is the server's URL, for scripts (without the
+password, if one is set); a port of 0 picks a free one. It listens on
+loopback unless told otherwise, and warns when it is reachable from other
+machines: it has no TLS, and no password unless --password (or
+TOPIX_DEV_PASSWORD) gives one. A malformed request gets a protocol error
+and its connection is closed; the server goes on. SIGINT or SIGTERM stops
+it.`,
 		Example: `  topix dev
-  topix dev --addr 127.0.0.1:0`,
+  topix dev --addr 127.0.0.1:0
+  TOPIX_DEV_PASSWORD=s3cret topix dev --addr 0.0.0.0:6379`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usagef("dev takes no arguments, got %q; see 'topix dev --help'", args)
@@ -34,16 +41,35 @@ a free one. SIGINT or SIGTERM stops it.`,
 			if err != nil {
 				return err
 			}
-			m := miniredis.NewMiniRedis()
-			if err := m.StartAddr(addr); err != nil {
+			if password == "" {
+				password = getenv(a.env, "TOPIX_DEV_PASSWORD")
+			}
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
 				if errors.Is(err, syscall.EADDRINUSE) {
 					return usagef("%s is in use (is Redis already running there?); pick another with --addr, e.g. --addr 127.0.0.1:6380", addr)
 				}
 				return usagef("cannot listen on %s: %s", addr, err)
 			}
+			defer l.Close()
+			m := miniredis.NewMiniRedis()
 			defer m.Close()
-			url := "redis://" + m.Addr() + "/0"
+			if password != "" {
+				m.RequireAuth(password)
+			}
+			if c, err := m.Dial(); err == nil { // starts its listener-less server
+				c.Close()
+			}
+			containPanics(m, log)
+			go serveGuarded(l, m)
+
+			bound := l.Addr().String()
+			url := "redis://" + bound + "/0"
 			fmt.Fprintln(a.stdout, url)
+			export := url
+			if password != "" {
+				export = "redis://:PASSWORD@" + bound + "/0"
+			}
 			fmt.Fprintf(a.stderr, `
   topix dev: an embedded Redis-compatible server is listening on %s
   Its data lives IN MEMORY ONLY and is lost when it stops. Not for production.
@@ -55,7 +81,14 @@ a free one. SIGINT or SIGTERM stops it.`,
 
   Press Ctrl-C to stop.
 
-`, m.Addr(), url)
+`, bound, export)
+			if !isLoopback(l.Addr()) {
+				msg := "topix dev is reachable from other machines, without TLS"
+				if password == "" {
+					msg += " and without a password: anyone who can reach it can read and change its data; bind 127.0.0.1, or set --password"
+				}
+				log.Warn(msg, "addr", bound)
+			}
 			ctx, stop := a.signalContext(log)
 			defer stop()
 			<-ctx.Done()
@@ -64,5 +97,20 @@ a free one. SIGINT or SIGTERM stops it.`,
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:6379", "address to listen on (host:port; port 0 picks a free one)")
+	cmd.Flags().StringVar(&password, "password", "", "password clients must give (AUTH); prefer TOPIX_DEV_PASSWORD, which no process list shows")
 	return cmd
+}
+
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
+}
+
+func getenv(env []string, name string) string {
+	for _, kv := range env {
+		if len(kv) > len(name) && kv[:len(name)] == name && kv[len(name)] == '=' {
+			return kv[len(name)+1:]
+		}
+	}
+	return ""
 }
