@@ -66,6 +66,11 @@ func SplitDeadLetter(fields []topix.Field) (original []topix.Field, meta map[str
 	return fields[:n], meta, true
 }
 
+// ErrReplayToItself means a replay was asked to add entries to the
+// dead-letter stream it reads: they would come back without their
+// metadata, and be replayed again.
+var ErrReplayToItself = errors.New("the stream to replay to is the dead-letter stream itself")
+
 // ErrNoStream means the stream to read does not exist.
 var ErrNoStream = errors.New("no such stream")
 
@@ -95,6 +100,9 @@ type Replayed struct {
 func Replay(ctx context.Context, rdb redis.UniversalClient, opts ReplayOptions, report func(Replayed)) (replayed, failed int, err error) {
 	if opts.DeadLetter == "" {
 		return 0, 0, errors.New("the dead-letter stream name is empty")
+	}
+	if opts.To == opts.DeadLetter {
+		return 0, 0, fmt.Errorf("--to %s: %w; name the stream the entries go back to, or leave out --to for each entry's own", opts.To, ErrReplayToItself)
 	}
 	kind, err := rdb.Type(ctx, opts.DeadLetter).Result()
 	if err != nil {
@@ -137,6 +145,9 @@ func Replay(ctx context.Context, rdb redis.UniversalClient, opts ReplayOptions, 
 				r.Stream = opts.To
 				if r.Stream == "" {
 					r.Stream = meta["topix.stream"]
+				}
+				if r.Stream == opts.DeadLetter {
+					r.Err = fmt.Errorf("its stream (topix.stream) is %s, the dead-letter stream itself; left in place (use --to)", opts.DeadLetter)
 				}
 			}
 			letters = append(letters, r)

@@ -64,7 +64,7 @@ code 1.`,
 			})
 			out.Flush()
 			if err != nil {
-				if errors.Is(err, engine.ErrWrongType) || errors.Is(err, engine.ErrNoStream) {
+				if errors.Is(err, engine.ErrWrongType) || errors.Is(err, engine.ErrNoStream) || errors.Is(err, engine.ErrReplayToItself) {
 					return usageError(err)
 				}
 				return err
