@@ -50,12 +50,15 @@ type Emit struct {
 // Result is the outcome of one call.
 type Result struct {
 	// Err is nil when the entry was processed. Then the engine adds Emits
-	// (in order) and, once every one of them was added, acks the entry.
+	// (in order) and, once every one of them was added, acks the entry. If
+	// Redis refuses one of them (WRONGTYPE, OOM, NOPERM on its key), the
+	// entry counts as failed with that error, as below.
 	//
 	// A non-nil Err means the entry was NOT processed: it is logged once,
-	// Emits are dropped, and the entry is left pending, never acked, so it
-	// is delivered again. If Err has a method Backtrace() string, the
-	// backtrace is logged with it.
+	// Emits are dropped, and the entry stays pending and is called again
+	// after a backoff. After its last attempt (Options.MaxAttempts) it is
+	// added to the dead-letter stream with Err, and only then acked. If Err
+	// has a method Backtrace() string, the backtrace is logged with it.
 	Err error
 
 	Emits []Emit
@@ -68,16 +71,24 @@ type Result struct {
 //
 //	outcome                         entry                                   attempt counted
 //	Err == nil                      Emits added, then acked                 yes
+//	Err == nil, Redis refuses an    as Err != nil, with Redis's error       yes
+//	  emit (WRONGTYPE, OOM, ...)      (the emits added before it stay)
 //	Err != nil, attempts left       stays pending; retried after backoff    yes
 //	Err != nil, last attempt        dead-lettered with Err, then acked      yes
 //	Err wraps ErrDeadLetter         dead-lettered at once, then acked       yes
-//	cut by a forced shutdown        stays pending for the next start        yes, if it ran over 10ms
+//	ctx cancelled (forced shutdown) stays pending for the next start        yes, if it ran over 10ms
 //	the process died mid-call       pending; delivered again                yes, if it ran over 10ms
 //	read, never started (a stop)    pending; delivered again                no
+//	Redis unreachable at the ack    pending; delivered again (a duplicate)  yes
 //
-// An entry whose attempts were used up by calls that never ended (its
-// consumers died in them) is dead-lettered without another call. See
-// attempts.go for how attempts survive a stop.
+// An attempt is a call that started. An entry delivered again (after its
+// consumer stopped, or claimed from a dead one) gets the attempt after the
+// last recorded one, and one whose attempts were used up by calls that
+// never ended is dead-lettered without another call; see attempts.go for
+// how attempts survive a stop. A dead letter that Redis refuses is tried
+// again after the backoff, without a call. A Redis error that retrying
+// cannot fix (NOPERM on the stream, the stream replaced by another type)
+// stops the consumer: Run returns it.
 //
 // Handle is called once per delivery of an entry. It must return when ctx
 // is cancelled (on a forced shutdown), with a non-nil Err if the entry was
