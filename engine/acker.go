@@ -249,7 +249,7 @@ func unsent(err error) bool {
 func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, batch []ack) (left []ack, err error) {
 	plain := make([]string, 0, len(batch))
 	var withEmits []int // indexes in batch
-	nargs, nemits := 0, 0
+	nargs := 0
 	for i := range batch {
 		a := &batch[i]
 		todo := 0
@@ -263,12 +263,10 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 			plain = append(plain, a.id)
 			continue
 		}
-		nemits += todo
 		withEmits = append(withEmits, i)
 	}
-	// One array holds the arguments of all the XADDs, one the commands.
+	// One array holds the arguments of all the XADDs.
 	args := make([]any, 0, nargs)
-	cmds := make([]*redis.Cmd, 0, nemits)
 	pipe := rdb.Pipeline()
 	adds := make([][]*redis.Cmd, len(withEmits)) // adds[k][j]: emits[j] of batch[withEmits[k]]; nil when not sent
 	var again, dead []ack
@@ -297,7 +295,6 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 			}
 			var cmd *redis.Cmd
 			cmd, args = xadd(ctx, &a.emits[j], args)
-			cmds = append(cmds, cmd)
 			adds[k][j] = cmd
 			_ = pipe.Process(ctx, cmd)
 		}

@@ -91,7 +91,7 @@ func retryable(k errKind) bool {
 // ErrClusterNode means a client for a lone Redis server was given one node
 // of a Redis Cluster: the node answers MOVED for the keys of other nodes,
 // and such a client cannot follow it.
-var ErrClusterNode = errors.New("Redis answered MOVED: this is one node of a Redis Cluster, and the key is served by another; use a redis+cluster:// URL")
+var ErrClusterNode = errors.New("this is one node of a Redis Cluster (it answered MOVED: the key is served by another node); use a redis+cluster:// URL")
 
 // redirected is the error of a MOVED or ASK that rdb cannot follow, or nil
 // when it is a cluster client (which follows them; retry).

@@ -194,9 +194,9 @@ func emitError(err error) error {
 	case strings.HasPrefix(msg, "MOVED "), strings.HasPrefix(msg, "ASK "):
 		return &exitError{exitRedis, fmt.Errorf("%w (%s)", engine.ErrClusterNode, msg)}
 	case strings.HasPrefix(msg, "NOPERM"):
-		return &exitError{exitRedis, fmt.Errorf("Redis refused XADD: %s; the ACL user needs +xadd and write access to the stream's key (the README lists what each command needs)", msg)}
+		return &exitError{exitRedis, fmt.Errorf("XADD refused for this ACL user: %s; it needs +xadd and write access to the stream's key (the README lists what each command needs)", msg)}
 	case strings.HasPrefix(msg, "OOM"):
-		return fmt.Errorf("Redis is out of memory (maxmemory) and refuses new entries: %s; nothing more was added", msg)
+		return fmt.Errorf("out of memory: Redis (maxmemory) refuses new entries: %s; nothing more was added", msg)
 	}
 	return err
 }
