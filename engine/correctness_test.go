@@ -327,3 +327,39 @@ func TestFlushesConvergeOverASlowLink(t *testing.T) {
 		t.Errorf("stats %+v: emits were sent again", st)
 	}
 }
+
+// The ACL the README gives for a consumer is enough: reads, retries (the
+// attempt records), dead letters, acks and leaving the group all work.
+func TestTheDocumentedACLIsEnough(t *testing.T) {
+	s := redistest.Must(t)
+	admin := s.Client()
+	defer admin.Close()
+	add(t, admin, "orders", "k", "ok")
+	add(t, admin, "orders", "k", "bad")
+	// The README's example, word for word.
+	rdb := aclClient(t, s, "worker", "~orders", "~{orders}:*", "~orders:dead", "+@stream", "+@hash", "+set", "+del", "+expire", "+ping", "-xgroup|destroy")
+	rec := newRecorder()
+	rec.fail = func(m *engine.Message) error {
+		if m.Fields[0].Value == "bad" {
+			return errors.New("bad entry")
+		}
+		return nil
+	}
+	log := &redistest.Buffer{}
+	r := start(t, rdb, rec, engine.Options{Stream: "orders", Group: "billing", Consumer: "c", Block: 50 * time.Millisecond,
+		MaxAttempts: 2, RetryBackoff: 20 * time.Millisecond, Logger: newLogger(t, log)})
+	redistest.WaitFor(t, 5*time.Second, "one processed, one dead-lettered", func() bool {
+		st := r.c.Stats()
+		return st.Processed == 1 && st.DeadLettered == 1 && st.Acked == 2
+	})
+	if err := r.shutdown(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if strings.Contains(log.String(), "NOPERM") {
+		t.Errorf("a permission was refused:\n%s", log.String())
+	}
+	cs, _ := admin.XInfoConsumers(context.Background(), "orders", "billing").Result()
+	if len(cs) != 0 {
+		t.Errorf("consumers left: %+v", cs)
+	}
+}

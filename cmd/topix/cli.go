@@ -149,8 +149,7 @@ func connect(ctx context.Context, cfg config.Config) (redis.UniversalClient, err
 		if ctx.Err() != nil {
 			return nil, errStopped // a signal while connecting
 		}
-		return nil, &exitError{exitRedis, fmt.Errorf("cannot use Redis at %s: %s", config.Redact(cfg.RedisURL),
-			config.Scrub(redisReason(err, cfg.RedisURL), cfg.RedisURL))}
+		return nil, &exitError{exitRedis, fmt.Errorf("cannot use Redis at %s: %s", config.Redact(cfg.RedisURL), redisReason(err, cfg.RedisURL))}
 	}
 	return rdb, nil
 }
@@ -176,9 +175,10 @@ func ping(ctx context.Context, rdb redis.UniversalClient) error {
 }
 
 // redisReason explains the usual ways a connection to rawURL fails, and
-// what to do about each.
+// what to do about each. The error's own text is scrubbed of the URL's
+// credentials before it is looked at or quoted.
 func redisReason(err error, rawURL string) string {
-	msg := err.Error()
+	msg := config.Scrub(err.Error(), rawURL)
 	tls := strings.HasPrefix(rawURL, "rediss")
 	userOnly := false
 	if u, perr := url.Parse(rawURL); perr == nil && u.User != nil {

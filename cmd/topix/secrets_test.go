@@ -126,3 +126,14 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
 }
+
+// A password that is a common word does not blot out topix's own words.
+func TestAPasswordThatIsAWordLeavesTheMessageReadable(t *testing.T) {
+	locked := redistest.Must(t, "--requirepass", "right")
+	cmd := exec.Command(os.Args[0], "emit", "s", `{"a": 1}`)
+	cmd.Env = append(os.Environ(), asTopix+"=1", "TOPIX_REDIS_URL=redis://:wrong@"+locked.Addr+"/0", "NO_COLOR=1")
+	out, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(out), "wrong user name or password") || !strings.Contains(string(out), ":xxxxx@") {
+		t.Errorf("output %q; want the password hidden in the URL and the reason intact", out)
+	}
+}
