@@ -164,9 +164,10 @@ func (c *Consumer) flushPart(hard context.Context, batch []ack, bytes int64) {
 			c.forget(left)
 			return
 		}
-		if kind == errConn && errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
-			c.redis.fail(fmt.Sprintf("acking (a flush of %d entries and %s of emits got no answer within %s)",
-				len(batch), formatSize(bytes), timeout.Round(time.Millisecond)), err, sent)
+		if timedOut := errors.Is(err, context.DeadlineExceeded) || isTimeout(err); timedOut && bytes >= slowFlushBytes {
+			// Most likely a slow link, not Redis gone: say so, not "Redis failed".
+			c.log.Warn("a flush got no answer in the time its size allows (a slow link?); sending again what Redis did not confirm",
+				"entries", len(batch), "emit_bytes", formatSize(bytes), "timeout", timeout.Round(time.Millisecond).String(), "err", err)
 		} else {
 			c.redis.fail("acking", err, sent)
 		}
@@ -186,6 +187,10 @@ const (
 	flushBaseTimeout = 10 * time.Second
 	minLinkRate      = 256 << 10 // bytes per second a link is assumed to carry at least
 )
+
+// slowFlushBytes is the size from which a flush that timed out is taken
+// for a slow link rather than for Redis gone.
+const slowFlushBytes = 256 << 10
 
 func flushTimeout(bytes int64) time.Duration {
 	return flushBaseTimeout + time.Duration(bytes)*time.Second/minLinkRate

@@ -413,3 +413,53 @@ func TestEmitNamesALineTooLong(t *testing.T) {
 		t.Errorf("stream has %d entries, want the 2 lines before the long one", n)
 	}
 }
+
+// While a consumer runs, its stream's key replaced by a string, or its
+// password changed, is said as such, and the consumer stops: neither is an
+// outage that retrying would outlast.
+func TestWhatChangesMidRunIsNamed(t *testing.T) {
+	t.Run("the stream became a string", func(t *testing.T) {
+		srv := redistest.Must(t)
+		cmd, stderr := idleConsumer(t, srv, "--block", "5s")
+		rdb := srv.Client()
+		defer rdb.Close()
+		pipe := rdb.TxPipeline()
+		pipe.Del(context.Background(), "s")
+		pipe.Set(context.Background(), "s", "a string now", 0)
+		if _, err := pipe.Exec(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		code := waitExit(t, cmd, 15*time.Second)
+		got := stderr.String()
+		t.Logf("stderr: %s", lastLine(got))
+		if code != exitUsage || !strings.Contains(got, `key "s" is a string, not a stream`) || strings.Contains(got, "Redis failed") {
+			t.Errorf("exit %d; stderr:\n%s", code, got)
+		}
+	})
+	t.Run("the password changed", func(t *testing.T) {
+		srv := redistest.Must(t, "--requirepass", "old-pw")
+		script := writeScript(t, "def consumer(data):\n    pass\n")
+		cmd := exec.Command(os.Args[0], "consumer", "s", "g", script, "--claim-idle", "1s")
+		cmd.Env = append(os.Environ(), asTopix+"=1", "TOPIX_REDIS_URL=redis://:old-pw@"+srv.Addr+"/0", "NO_COLOR=1")
+		var stderr redistest.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		redistest.WaitFor(t, 10*time.Second, "the consumer to start", func() bool { return strings.Contains(stderr.String(), "consuming") })
+		admin := redis.NewClient(&redis.Options{Addr: srv.Addr, Password: "old-pw", Protocol: 2})
+		defer admin.Close()
+		ctx := context.Background()
+		if err := admin.ConfigSet(ctx, "requirepass", "new-pw").Err(); err != nil {
+			t.Fatal(err)
+		}
+		admin.Do(ctx, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") // its connections must log in again
+		code := waitExit(t, cmd, 20*time.Second)
+		got := stderr.String()
+		t.Logf("stderr: %s", lastLine(got))
+		if code != exitRedis || !strings.Contains(got, "no longer accepts topix's credentials") || strings.Contains(got, "old-pw") {
+			t.Errorf("exit %d; stderr:\n%s", code, got)
+		}
+	})
+}
