@@ -99,6 +99,10 @@ func TestPruneIsSafe(t *testing.T) {
 		}
 		a.shutdown(t)
 		b.shutdown(t)
+		cs, _ := rdb.XInfoConsumers(ctx, stream, group).Result()
+		if len(cs) != 1 || cs[0].Name != "owns-one" || cs[0].Pending != 1 {
+			t.Errorf("consumers %+v; want only owns-one, with its pending entry (a and b left on exit)", cs)
+		}
 	}
 }
 

@@ -294,31 +294,6 @@ func TestAFailureBeforeAStopIsStillCounted(t *testing.T) {
 	}
 }
 
-func TestPruneIdleConsumers(t *testing.T) {
-	rdb := realRedis.new(t)
-	ctx := context.Background()
-	stream, group := names(t)
-	add(t, rdb, stream, "k", "v")
-	deliverTo(t, rdb, stream, group, "owns-one", 1)
-	rdb.XGroupCreateConsumer(ctx, stream, group, "idle")
-	r := start(t, rdb, newRecorder(), engine.Options{Stream: stream, Group: group, Consumer: "c", Block: 50 * time.Millisecond,
-		ClaimIdle: time.Hour, PruneIdle: time.Second})
-	redistest.WaitFor(t, 5*time.Second, "the idle consumer pruned", func() bool {
-		cs, _ := rdb.XInfoConsumers(ctx, stream, group).Result()
-		for _, c := range cs {
-			if c.Name == "idle" {
-				return false
-			}
-		}
-		return true
-	})
-	r.shutdown(t)
-	cs, _ := rdb.XInfoConsumers(ctx, stream, group).Result()
-	if len(cs) != 1 || cs[0].Name != "owns-one" || cs[0].Pending != 1 {
-		t.Errorf("consumers %+v; want only owns-one, with its pending entry (c deleted itself on exit)", cs)
-	}
-}
-
 func TestSurvivesARedisRestart(t *testing.T) {
 	dir := t.TempDir()
 	s, err := redistest.Start(dir, "--appendonly", "yes", "--appendfsync", "always")

@@ -267,25 +267,10 @@ func TestASignalSentTwiceInARowIsOneStop(t *testing.T) {
 
 // A stop while topix is still connecting exits at once, with 0.
 func TestASignalWhileConnectingExitsAtOnce(t *testing.T) {
-	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	accepted := make(chan struct{}, 16)
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			accepted <- struct{}{}
-		}
-	}()
+	silent, accepted := redistest.Silent(t)
 	script := writeScript(t, "def consumer(data):\n    pass\n")
 	cmd := exec.Command(os.Args[0], "consumer", "s", "g", script)
-	cmd.Env = append(os.Environ(), asTopix+"=1", "TOPIX_REDIS_URL=redis://"+silent.Addr().String()+"/0", "NO_COLOR=1")
+	cmd.Env = append(os.Environ(), asTopix+"=1", "TOPIX_REDIS_URL=redis://"+silent+"/0", "NO_COLOR=1")
 	var stderr redistest.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

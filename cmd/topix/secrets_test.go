@@ -31,20 +31,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	dir := t.TempDir()
 	plain := redistest.Must(t)                                  // answers, no TLS
 	locked := redistest.Must(t, "--requirepass", wrongPassword) // refuses our password
-	silent, err := net.Listen("tcp", "127.0.0.1:0")             // accepts, never answers
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { silent.Close() })
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	silent, _ := redistest.Silent(t)                            // accepts, never answers
 	port, _ := redistest.FreePort()
 	closed := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	script := filepath.Join(dir, "app.star")
@@ -72,7 +59,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 		{"bad option", plain.Addr, "dial_timeout=soon"},
 		{"bad protocol", plain.Addr, "protocol=9"},
 		{"TLS to a plain port", plain.Addr, "dial_timeout=1s"},
-		{"no answer", silent.Addr().String(), "dial_timeout=300ms&read_timeout=300ms&write_timeout=300ms"},
+		{"no answer", silent, "dial_timeout=300ms&read_timeout=300ms&write_timeout=300ms"},
 	}
 	for _, p := range paths {
 		t.Run(p.name, func(t *testing.T) {

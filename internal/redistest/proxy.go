@@ -134,3 +134,45 @@ func (p *Proxy) Close() {
 	}
 	p.wg.Wait()
 }
+
+// Silent listens on a loopback port, accepts connections and never
+// answers: a server that hangs. It returns the address and a channel that
+// gets a value for each connection accepted (dropped when nobody takes
+// it), and stops at the end of the test.
+func Silent(tb testing.TB) (string, <-chan struct{}) {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	accepted := make(chan struct{}, 16)
+	var conns []net.Conn
+	var mu sync.Mutex
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			select {
+			case accepted <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	tb.Cleanup(func() {
+		l.Close()
+		<-done
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return l.Addr().String(), accepted
+}
