@@ -131,7 +131,10 @@ func (c *Consumer) flush(hard context.Context, batch []ack) {
 // applied: an emit whose XADD was answered is not added again.
 func (c *Consumer) flushPart(hard context.Context, batch []ack, bytes int64) {
 	timeout := flushTimeout(bytes)
-	rdb := c.forSize(timeout)
+	rdb := c.rdb
+	if bytes >= slowFlushBytes {
+		rdb = c.forSize(timeout)
+	}
 	for n := 0; len(batch) > 0; n++ {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		ctx, cancelOp := c.opCtx(ctx)
@@ -196,10 +199,11 @@ func flushTimeout(bytes int64) time.Duration {
 	return flushBaseTimeout + time.Duration(bytes)*time.Second/minLinkRate
 }
 
-// forSize returns the client to send a flush with: rdb itself, or, when
-// rdb's read or write timeout is shorter than timeout, a clone of it with
-// that timeout on the same connections. (A cluster client has no such
-// clone; there the flush's byte bound keeps it within the timeouts.)
+// forSize returns the client to send a big flush with: rdb itself, or,
+// when rdb's read or write timeout is shorter than timeout, a clone of it
+// with that timeout on the same connections (a clone per flush: small
+// flushes, which the usual timeouts fit, use rdb). A cluster client has no
+// such clone; there the flush's byte bound keeps it within the timeouts.
 func (c *Consumer) forSize(timeout time.Duration) redis.UniversalClient {
 	cl, ok := c.rdb.(*redis.Client)
 	if !ok {
