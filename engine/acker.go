@@ -258,7 +258,7 @@ func unsent(err error) bool {
 func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, batch []ack) (left []ack, err error) {
 	plain := make([]string, 0, len(batch))
 	var withEmits []int // indexes in batch
-	nargs := 0
+	nargs, nemits := 0, 0
 	for i := range batch {
 		a := &batch[i]
 		todo := 0
@@ -272,10 +272,12 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 			plain = append(plain, a.id)
 			continue
 		}
+		nemits += len(a.emits)
 		withEmits = append(withEmits, i)
 	}
-	// One array holds the arguments of all the XADDs.
+	// One array holds the arguments of all the XADDs, one their commands.
 	args := make([]any, 0, nargs)
+	cmds := make([]*redis.Cmd, nemits)
 	pipe := rdb.Pipeline()
 	adds := make([][]*redis.Cmd, len(withEmits)) // adds[k][j]: emits[j] of batch[withEmits[k]]; nil when not sent
 	var again, dead []ack
@@ -297,7 +299,7 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 			withEmits[k] = -1
 			continue
 		}
-		adds[k] = make([]*redis.Cmd, len(a.emits))
+		adds[k], cmds = cmds[:len(a.emits):len(a.emits)], cmds[len(a.emits):]
 		for j := range a.emits {
 			if a.added != nil && a.added[j] {
 				continue

@@ -47,3 +47,20 @@ func TestRecordRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestCompareIDs(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"1-0", "1-0", 0},
+		{"1-1", "1-0", 1},
+		{"9-0", "10-0", -1}, // numeric, not text, order
+		{"1700000000000-9", "1700000000000-10", -1},
+		{"18446744073709551615-0", "1-0", 1},
+	} {
+		if got := compareIDs(tc.a, tc.b); got != tc.want {
+			t.Errorf("compareIDs(%s, %s) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+}

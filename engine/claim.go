@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,15 +71,20 @@ func (f *inflight) touch(ids []string, t time.Time) {
 
 // compareIDs orders stream ids ("ms-seq") numerically.
 func compareIDs(a, b string) int {
-	var am, as, bm, bs uint64
-	fmt.Sscanf(a, "%d-%d", &am, &as)
-	fmt.Sscanf(b, "%d-%d", &bm, &bs)
-	switch {
-	case am != bm:
+	am, as := splitID(a)
+	bm, bs := splitID(b)
+	if am != bm {
 		return cmpU(am, bm)
-	default:
-		return cmpU(as, bs)
 	}
+	return cmpU(as, bs)
+}
+
+// splitID parses "ms-seq"; a part that does not parse is 0.
+func splitID(id string) (ms, seq uint64) {
+	m, s, _ := strings.Cut(id, "-")
+	ms, _ = strconv.ParseUint(m, 10, 64)
+	seq, _ = strconv.ParseUint(s, 10, 64)
+	return ms, seq
 }
 
 func cmpU(a, b uint64) int {
