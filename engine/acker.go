@@ -18,7 +18,7 @@ type ack struct {
 	id    string
 	emits []Emit
 	dead  bool     // the only emit is the entry's dead letter
-	msg   *Message // the entry, for its retry or dead letter if an emit fails
+	msg   *Message // the entry, for its retry or dead letter if an emit fails; nil without emits
 
 	// added[i] is true once emits[i] is known to be in its stream: a flush
 	// sent again after a failed connection does not add it twice. nil

@@ -423,7 +423,11 @@ func (c *Consumer) process(hard context.Context, w int, h Handler, msg *Message)
 	}
 	if res.Err == nil {
 		c.processed.Add(1)
-		return ack{id: msg.ID, emits: res.Emits, msg: msg}, true
+		a := ack{id: msg.ID, emits: res.Emits}
+		if len(res.Emits) > 0 {
+			a.msg = msg // for its retry or dead letter, should Redis refuse an emit
+		}
+		return a, true
 	}
 	return c.failCall(hard, msg, res.Err)
 }
