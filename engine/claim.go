@@ -228,29 +228,21 @@ func (c *Consumer) lease(ctx context.Context, every time.Duration) error {
 
 // relocate handles an entry in progress that is not in this consumer's
 // pending list any more. If another consumer owns it now (it claimed it
-// after a lease failed), it is left to it. If nobody does (this consumer
-// was removed from the group, or the group created again, while it held
-// the entry), it is put back in this consumer's list (XCLAIM ... FORCE),
-// so that it is delivered again if this consumer stops before its ack.
+// after a lease failed), that is said: the entry may be processed twice.
+// If nobody does, it was most likely acked a moment ago, its ack still on
+// its way back; it is not put back in the list (XCLAIM ... FORCE would
+// bring an acked entry back, to be processed again). A consumer holding
+// entries owns them in its pending list, so pruning never removes it.
 func (c *Consumer) relocate(ctx context.Context, id string, now time.Time) {
 	c.inflight.touch([]string{id}, now) // once per lease period, not in a loop
 	owner, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
 		Stream: c.opts.Stream, Group: c.opts.Group, Start: id, End: id, Count: 1,
 	}).Result()
-	if err != nil {
-		return // the next lease looks again
-	}
-	if len(owner) > 0 {
-		c.log.Warn("an entry in progress was claimed by another consumer; it may be processed twice", "id", id, "owner", owner[0].Consumer)
+	if err != nil || len(owner) == 0 {
 		return
 	}
-	back, err := c.rdb.Do(ctx, "XCLAIM", c.opts.Stream, c.opts.Group, c.opts.Consumer, 0, id, "FORCE", "JUSTID").Slice()
-	switch {
-	case err != nil:
-	case len(back) == 0:
-		c.log.Warn("an entry in progress was deleted or trimmed from the stream", "id", id)
-	default:
-		c.log.Warn("an entry in progress had left the pending list (this consumer was removed from the group, or the group created again); put it back, so that it is delivered again if this consumer stops before its ack", "id", id)
+	if owner[0].Consumer != c.opts.Consumer {
+		c.log.Warn("an entry in progress was claimed by another consumer; it may be processed twice", "id", id, "owner", owner[0].Consumer)
 	}
 }
 
