@@ -15,24 +15,19 @@ import (
 // ack is a processed entry on its way to XACK, with the entries its call
 // emitted.
 type ack struct {
-	id    string
+	id string
+	// emits are the entries still to add: after a flush that failed
+	// part-way, only those Redis did not confirm, so that a retry does not
+	// add one twice.
 	emits []Emit
 	dead  bool     // the only emit is the entry's dead letter
 	msg   *Message // the entry, for its retry or dead letter if an emit fails; nil without emits
-
-	// added[i] is true once emits[i] is known to be in its stream: a flush
-	// sent again after a failed connection does not add it twice. nil
-	// until a flush fails part-way.
-	added []bool
 }
 
 // size is the bytes the emits of a still to send.
 func (a *ack) size() int64 {
 	var n int64
-	for i, e := range a.emits {
-		if a.added != nil && a.added[i] {
-			continue
-		}
+	for _, e := range a.emits {
 		n += int64(len(e.Stream))
 		for _, f := range e.Fields {
 			n += int64(len(f.Name) + len(f.Value))
@@ -261,16 +256,12 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 	nargs, nemits := 0, 0
 	for i := range batch {
 		a := &batch[i]
-		todo := 0
-		for j, e := range a.emits {
-			if a.added == nil || !a.added[j] {
-				todo++
-				nargs += 6 + 2*len(e.Fields)
-			}
-		}
-		if todo == 0 {
+		if len(a.emits) == 0 {
 			plain = append(plain, a.id)
 			continue
+		}
+		for _, e := range a.emits {
+			nargs += 6 + 2*len(e.Fields)
 		}
 		nemits += len(a.emits)
 		withEmits = append(withEmits, i)
@@ -301,9 +292,6 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 		}
 		adds[k], cmds = cmds[:len(a.emits):len(a.emits)], cmds[len(a.emits):]
 		for j := range a.emits {
-			if a.added != nil && a.added[j] {
-				continue
-			}
 			var cmd *redis.Cmd
 			cmd, args = xadd(ctx, &a.emits[j], args)
 			adds[k][j] = cmd
@@ -346,20 +334,13 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 		}
 		a := batch[i]
 		var refused error
-		retry := false
+		var unconfirmed []Emit // those to send again, when the connection failed
 		for j, cmd := range adds[k] {
-			if cmd == nil {
-				continue
-			}
 			err := cmd.Err()
 			switch kind := classify(err); {
 			case kind == errNone:
-				if a.added == nil {
-					a.added = make([]bool, len(a.emits))
-				}
-				a.added[j] = true
 			case retryable(kind):
-				retry = true
+				unconfirmed = append(unconfirmed, a.emits[j])
 				fail(err)
 				if kind == errConn && !unsent(err) {
 					resent++ // Redis may have added it before the connection failed
@@ -376,7 +357,8 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 			if d, ok := c.emitFailed(&a, refused); ok {
 				dead = append(dead, d)
 			}
-		case retry:
+		case unconfirmed != nil:
+			a.emits = unconfirmed
 			again = append(again, a)
 		default:
 			ready = append(ready, a.id)
