@@ -201,13 +201,8 @@ func redactText(rawURL string) string {
 		}
 		return s
 	}
-	// The user information ends at the last @ before the path or query.
-	end := len(rest)
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		end = i
-	}
-	if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
-		user, _, hasPassword := strings.Cut(rest[:at], ":")
+	if info, ok := textUserinfo(rest); ok {
+		user, _, hasPassword := strings.Cut(info, ":")
 		switch {
 		case hasPassword && user != "":
 			user += ":xxxxx"
@@ -216,9 +211,24 @@ func redactText(rawURL string) string {
 		default:
 			user = "xxxxx"
 		}
-		rest = user + rest[at:]
+		rest = user + rest[len(info):]
 	}
 	return scheme + "://" + rest
+}
+
+// textUserinfo returns the user information at the start of rest, the
+// text after "://" of a URL url.Parse refused: up to the last @ before the
+// path or query.
+func textUserinfo(rest string) (string, bool) {
+	end := len(rest)
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		end = i
+	}
+	at := strings.LastIndex(rest[:end], "@")
+	if at < 0 {
+		return "", false
+	}
+	return rest[:at], true
 }
 
 // Secrets returns the credentials written in a Redis URL (as written and
@@ -256,12 +266,8 @@ func Secrets(rawURL string) []string {
 		addSecret(rawURL[m[3]:m[1]])
 	}
 	if _, rest, ok := strings.Cut(rawURL, "://"); ok {
-		end := len(rest)
-		if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-			end = i
-		}
-		if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
-			user, pw, hasPassword := strings.Cut(rest[:at], ":")
+		if info, ok := textUserinfo(rest); ok {
+			user, pw, hasPassword := strings.Cut(info, ":")
 			if hasPassword {
 				addSecret(pw)
 			} else {
@@ -275,9 +281,7 @@ func Secrets(rawURL string) []string {
 // Scrub replaces every credential of rawURL that msg holds with "xxxxx".
 func Scrub(msg, rawURL string) string {
 	for _, s := range Secrets(rawURL) {
-		if len(s) >= 1 {
-			msg = strings.ReplaceAll(msg, s, "xxxxx")
-		}
+		msg = strings.ReplaceAll(msg, s, "xxxxx")
 	}
 	return msg
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 
@@ -149,13 +148,9 @@ func (c *Consumer) flushPart(hard context.Context, batch []ack, bytes int64) {
 			c.log.Warn("the consumer group vanished before these entries were acked", "entries", len(left))
 			c.forget(left)
 			return
-		case kind == errPermission:
+		case c.permanent("XACK", c.opts.Stream, err) != nil:
 			c.forget(left)
-			c.stopWith(permission("XACK", c.opts.Stream, err))
-			return
-		case kind == errRedirect && redirected(c.rdb, err) != nil:
-			c.forget(left)
-			c.stopWith(redirected(c.rdb, err))
+			c.stopWith(c.permanent("XACK", c.opts.Stream, err))
 			return
 		case !retryable(kind):
 			c.log.Error("Redis refused to ack entries; they stay pending and are delivered again", "entries", len(left), "err", err)
@@ -165,7 +160,7 @@ func (c *Consumer) flushPart(hard context.Context, batch []ack, bytes int64) {
 		if timedOut := errors.Is(err, context.DeadlineExceeded) || isTimeout(err); timedOut && bytes >= slowFlushBytes {
 			// Most likely a slow link, not Redis gone: say so, not "Redis failed".
 			c.log.Warn("a flush got no answer in the time its size allows (a slow link?); sending again what Redis did not confirm",
-				"entries", len(batch), "emit_bytes", formatSize(bytes), "timeout", timeout.Round(time.Millisecond).String(), "err", err)
+				"entries", len(batch), "emit_bytes", bytes, "timeout", timeout.Round(time.Millisecond).String(), "err", err)
 		} else {
 			c.redis.fail("acking", err, sent)
 		}
@@ -212,32 +207,6 @@ func (c *Consumer) forSize(timeout time.Duration) redis.UniversalClient {
 	return cl.WithTimeout(timeout)
 }
 
-// formatSize writes n bytes for a log line.
-func formatSize(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1fKiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%dB", n)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// unsent reports whether a connection error means the command never left:
-// the dial failed, or no connection was free.
-func unsent(err error) bool {
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Op == "dial" {
-		return true
-	}
-	return errors.Is(err, redis.ErrPoolTimeout)
-}
-
 // flushOnce sends one part and returns what is left to do, with the error
 // that left it; with a nil error, what is left are new dead letters.
 //
@@ -270,7 +239,7 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 	args := make([]any, 0, nargs)
 	cmds := make([]*redis.Cmd, nemits)
 	pipe := rdb.Pipeline()
-	adds := make([][]*redis.Cmd, len(withEmits)) // adds[k][j]: emits[j] of batch[withEmits[k]]; nil when not sent
+	adds := make([][]*redis.Cmd, len(withEmits)) // adds[k][j]: emits[j] of batch[withEmits[k]]; nil when they are invalid
 	var again, dead []ack
 	for k, i := range withEmits {
 		a := &batch[i]

@@ -188,10 +188,9 @@ type Consumer struct {
 
 	stopBy atomic.Int64 // when a stop began: its deadline, in Unix ns (see opCtx)
 
-	stopRun   context.CancelFunc // stops the run as a signal would
-	fatalOnce sync.Once
-	fatalMu   sync.Mutex
-	fatal     error // why the run stopped by itself, returned by Run
+	stopRun context.CancelFunc // stops the run as a signal would
+	fatalMu sync.Mutex
+	fatal   error // why the run stopped by itself, returned by Run
 }
 
 // New checks opts and returns a Consumer that is not yet running.
@@ -338,13 +337,13 @@ func waitOr(done <-chan struct{}, stop context.Context) bool {
 // signal would: the entries read are finished and acked if Redis lets it.
 // Run returns the first such err.
 func (c *Consumer) stopWith(err error) {
-	c.fatalOnce.Do(func() {
-		c.fatalMu.Lock()
+	c.fatalMu.Lock()
+	defer c.fatalMu.Unlock()
+	if c.fatal == nil {
 		c.fatal = err
-		c.fatalMu.Unlock()
 		c.log.Error("stopping: Redis refused what retrying cannot fix", "err", err.Error())
 		c.stopRun()
-	})
+	}
 }
 
 // work runs one worker: one Handler, one entry at a time. A success goes
@@ -506,23 +505,9 @@ func (c *Consumer) finish() {
 // the reader's to create again; anything else is an outage, logged once,
 // and the loop retries.
 func (c *Consumer) loopFailed(what, command, key string, err error, sent time.Time) {
-	switch classify(err) {
-	case errPermission:
-		c.stopWith(permission(command, key, err))
-	case errWrongType:
-		if key == c.opts.Stream {
-			c.stopWith(wrongType(context.Background(), c.rdb, key))
-			return
-		}
-		c.redis.fail(what, err, sent)
-	case errRedirect:
-		if err := redirected(c.rdb, err); err != nil {
-			c.stopWith(err)
-			return
-		}
-		c.redis.fail(what, err, sent)
-	case errNoGroup:
-	default:
+	if perm := c.permanent(command, key, err); perm != nil {
+		c.stopWith(perm)
+	} else if classify(err) != errNoGroup {
 		c.redis.fail(what, err, sent)
 	}
 }

@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"strings"
 
@@ -81,6 +83,40 @@ func classify(err error) errKind {
 func isServerError(err error) bool {
 	var re redis.Error
 	return errors.As(err, &re)
+}
+
+// isTimeout reports a connection error that is a timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// unsent reports whether a connection error means the command never left:
+// the dial failed, or no connection was free.
+func unsent(err error) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, redis.ErrPoolTimeout)
+}
+
+// permanent returns the error that stops the consumer when command, sent
+// for key, failed with err: a permission refused, the stream's key holding
+// another type, a MOVED that this client cannot follow. It returns nil when
+// retrying may help.
+func (c *Consumer) permanent(command, key string, err error) error {
+	switch classify(err) {
+	case errPermission:
+		return permission(command, key, err)
+	case errWrongType:
+		if key == c.opts.Stream {
+			return wrongType(context.Background(), c.rdb, key)
+		}
+	case errRedirect:
+		return redirected(c.rdb, err)
+	}
+	return nil
 }
 
 // retryable reports whether a loop should try err's command again later.

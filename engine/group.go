@@ -59,14 +59,9 @@ func (c *Consumer) ensureGroup(ctx context.Context) error {
 		}
 		c.learnPosition(ctx)
 		return nil
-	case errWrongType:
-		return wrongType(ctx, c.rdb, c.opts.Stream)
-	case errPermission:
-		return permission("XPENDING", c.opts.Stream, err)
-	case errRedirect:
-		if err := redirected(c.rdb, err); err != nil {
-			return err
-		}
+	}
+	if perm := c.permanent("XPENDING", c.opts.Stream, err); perm != nil {
+		return perm
 	}
 	return fmt.Errorf("check consumer group %q on stream %q: %w", c.opts.Group, c.opts.Stream, err)
 }

@@ -60,24 +60,16 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 		msgs, err := c.readGroup(rctx, cursor, count, &buf)
 		cancel()
 		if err != nil {
+			if perm := c.permanent("XREADGROUP", c.opts.Stream, err); perm != nil {
+				c.stopWith(perm)
+				return false
+			}
 			switch classify(err) {
 			case errNoGroup:
 				c.recreateGroup(ctx)
 			case errUnblocked:
 				// The key was deleted or replaced while the read waited, not
 				// an outage: the next read says which.
-			case errWrongType:
-				c.stopWith(wrongType(ctx, c.rdb, c.opts.Stream))
-				return false
-			case errPermission:
-				c.stopWith(permission("XREADGROUP", c.opts.Stream, err))
-				return false
-			case errRedirect:
-				if err := redirected(c.rdb, err); err != nil {
-					c.stopWith(err)
-					return false
-				}
-				c.redis.fail("reading the stream", err, sent)
 			default:
 				c.redis.fail("reading the stream", err, sent)
 			}

@@ -224,6 +224,17 @@ func redisReason(err error, rawURL string) string {
 	return msg
 }
 
+// lookupEnv finds the variable name in env, as os.LookupEnv does in the
+// process's own.
+func lookupEnv(env []string, name string) (string, bool) {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
 // redisLogger routes go-redis's own messages (reconnects, pool warnings)
 // to the debug log instead of raw lines on stderr.
 type redisLogger struct{ log *slog.Logger }

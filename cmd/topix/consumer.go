@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
 	"time"
 
@@ -197,18 +196,10 @@ const repeatWindow = 300 * time.Millisecond
 // default the collector took a third of the CPU of a drain. A memory limit
 // keeps the trade bounded. docs/benchmarks.md has the figures.
 func tuneGC(env []string) {
-	set := func(name string) bool {
-		for _, kv := range env {
-			if strings.HasPrefix(kv, name+"=") {
-				return true
-			}
-		}
-		return false
-	}
-	if !set("GOGC") {
+	if _, set := lookupEnv(env, "GOGC"); !set {
 		debug.SetGCPercent(gcPercent)
 	}
-	if !set("GOMEMLIMIT") {
+	if _, set := lookupEnv(env, "GOMEMLIMIT"); !set {
 		debug.SetMemoryLimit(memoryLimit)
 	}
 }

@@ -42,7 +42,7 @@ it.`,
 				return err
 			}
 			if password == "" {
-				password = getenv(a.env, "TOPIX_DEV_PASSWORD")
+				password, _ = lookupEnv(a.env, "TOPIX_DEV_PASSWORD")
 			}
 			l, err := net.Listen("tcp", addr)
 			if err != nil {
@@ -104,13 +104,4 @@ it.`,
 func isLoopback(a net.Addr) bool {
 	tcp, ok := a.(*net.TCPAddr)
 	return ok && tcp.IP.IsLoopback()
-}
-
-func getenv(env []string, name string) string {
-	for _, kv := range env {
-		if len(kv) > len(name) && kv[:len(name)] == name && kv[len(name)] == '=' {
-			return kv[len(name)+1:]
-		}
-	}
-	return ""
 }

@@ -262,3 +262,39 @@ func TestAnEmitToAKeyOfTheWrongType(t *testing.T) {
 		t.Errorf("%s, %d reasons name WRONGTYPE; want the %d bad entries dead-lettered with it", c, reasons, bad)
 	}
 }
+
+// n. stopping on time: SIGTERM while topix is still connecting (to a server
+// that never answers) must exit 0 at once; with redis-server frozen
+// (SIGSTOP), a stop under --shutdown-timeout 2s must end within 3.5 s.
+func TestStoppingOnTime(t *testing.T) {
+	silent, accepted := redistest.Silent(t)
+	p := consumer(t, &server{Server: &redistest.Server{Addr: silent}}, "c1")
+	select {
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("topix never connected")
+	}
+	connecting := p.stop(t, syscall.SIGTERM, 10*time.Second)
+	connectingCode := p.exitCode(t)
+
+	srv := startServer(t)
+	p = consumer(t, srv, "c2", "--shutdown-timeout", "2s", "--block", "500ms")
+	waitFor(t, 10*time.Second, "the consumer to read", func() bool {
+		g, _ := srv.rdb.XInfoGroups(context.Background(), "in").Result()
+		return len(g) == 1
+	})
+	if err := syscall.Kill(srv.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(srv.Pid(), syscall.SIGCONT) })
+	frozen := p.stop(t, syscall.SIGTERM, 20*time.Second)
+	frozenCode := p.exitCode(t)
+	report(t, "n. SIGTERM while connecting: exit %d in %s; SIGTERM with redis-server frozen, --shutdown-timeout 2s: exit %d in %s",
+		connectingCode, connecting.Round(time.Millisecond), frozenCode, frozen.Round(time.Millisecond))
+	if connectingCode != 0 || connecting > time.Second {
+		t.Errorf("SIGTERM while connecting: exit %d after %s; want 0 at once", connectingCode, connecting)
+	}
+	if frozen > 3500*time.Millisecond {
+		t.Errorf("the stop took %s with Redis frozen, under --shutdown-timeout 2s", frozen)
+	}
+}
