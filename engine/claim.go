@@ -210,7 +210,7 @@ func (c *Consumer) lease(ctx context.Context, every time.Duration) error {
 		if mine[id] {
 			keep = append(keep, id)
 		} else if c.inflight.has(id) {
-			c.relocate(ctx, id, now)
+			c.checkOwner(ctx, id, now)
 		}
 	}
 	if len(keep) == 0 {
@@ -226,14 +226,14 @@ func (c *Consumer) lease(ctx context.Context, every time.Duration) error {
 	return nil
 }
 
-// relocate handles an entry in progress that is not in this consumer's
+// checkOwner handles an entry in progress that is not in this consumer's
 // pending list any more. If another consumer owns it now (it claimed it
 // after a lease failed), that is said: the entry may be processed twice.
 // If nobody does, it was most likely acked a moment ago, its ack still on
 // its way back; it is not put back in the list (XCLAIM ... FORCE would
 // bring an acked entry back, to be processed again). A consumer holding
 // entries owns them in its pending list, so pruning never removes it.
-func (c *Consumer) relocate(ctx context.Context, id string, now time.Time) {
+func (c *Consumer) checkOwner(ctx context.Context, id string, now time.Time) {
 	c.inflight.touch([]string{id}, now) // once per lease period, not in a loop
 	owner, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
 		Stream: c.opts.Stream, Group: c.opts.Group, Start: id, End: id, Count: 1,
@@ -327,9 +327,10 @@ return removed
 `)
 
 // MinPruneIdle is the shortest PruneIdle that tells a consumer blocked in a
-// read of block from a dead one: a live consumer renews its idle time at
-// every read attempt, so it is idle for a little more than block at most
-// while it waits for entries. (Were a live consumer pruned anyway, it
+// read of block from a dead one by its idle time, where Redis renews it at
+// every read attempt (7.2 and later): a live consumer waiting for entries
+// is then idle for a little more than block at most. On 7.0 only the
+// heartbeat tells them apart. (Were a live consumer pruned anyway, it
 // would lose nothing: it is removed only while it owns no pending entry,
 // and its next read adds it back.)
 func MinPruneIdle(block time.Duration) time.Duration {
