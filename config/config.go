@@ -373,23 +373,19 @@ func digits(s string) bool {
 	return err == nil && s != "" && s[0] != '+'
 }
 
-// durationHook refuses bare numbers for durations: "block = 2" would
-// otherwise mean two nanoseconds.
-func durationHook(from, to reflect.Type, data any) (any, error) {
-	if to != reflect.TypeFor[time.Duration]() {
-		return data, nil
-	}
-	if s, ok := data.(string); ok {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a duration; write it with a unit, like 2s or 500ms", s)
+// toDuration reads a duration, which must carry its unit: "block = 2"
+// would otherwise mean two nanoseconds. Errors do not repeat the value.
+func toDuration(raw any) (time.Duration, error) {
+	switch v := raw.(type) {
+	case time.Duration:
+		return v, nil
+	case string:
+		if d, err := time.ParseDuration(v); err == nil {
+			return d, nil
 		}
-		return d, nil
+		return 0, errors.New("is not a duration; write it with a unit, like 2s or 500ms")
 	}
-	if d, ok := data.(time.Duration); ok {
-		return d, nil
-	}
-	return nil, fmt.Errorf("%v is not a duration; write it as a string with a unit, like \"2s\"", data)
+	return 0, errors.New(`is not a duration; write it as a string with a unit, like "2s"`)
 }
 
 // decode sets every field of c from k, one key at a time, so that a value
@@ -429,17 +425,11 @@ func quoteValue(raw any) string {
 func convert(raw any, to reflect.Type) (reflect.Value, error) {
 	switch to {
 	case reflect.TypeFor[time.Duration]():
-		d, err := durationHook(nil, to, raw)
-		if err != nil {
-			return reflect.Value{}, errors.New(strings.TrimPrefix(err.Error(), fmt.Sprintf("%q ", raw)))
-		}
-		return reflect.ValueOf(d), nil
+		d, err := toDuration(raw)
+		return reflect.ValueOf(d), err
 	case reflect.TypeFor[ByteSize]():
-		s, err := sizeHook(nil, to, raw)
-		if err != nil {
-			return reflect.Value{}, err
-		}
-		return reflect.ValueOf(s), nil
+		s, err := toSize(raw)
+		return reflect.ValueOf(s), err
 	}
 	switch to.Kind() {
 	case reflect.String:

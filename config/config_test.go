@@ -101,9 +101,9 @@ func TestMaxMemory(t *testing.T) {
 		{file: `max_memory = 1000000000`, want: 1e9},
 		{file: `max_memory = "1.5GB"`, flag: "3g", want: 3e9},
 		{flag: "auto", want: 0},
-		{env: "lots", err: `"lots" is not a size; write it like 512MiB, 2GiB or 1GB`},
+		{env: "lots", err: `max_memory "lots": is not a size; write it like 512MiB, 2GiB or 1GB [set by TOPIX_MAX_MEMORY]`},
 		{flag: "10MiB", err: "max_memory 10MiB: use at least 64MiB"},
-		{flag: "-1", err: `"-1" is not a size`},
+		{flag: "-1", err: `max_memory "-1": is not a size`},
 	} {
 		t.Run(tc.file+tc.env+tc.flag, func(t *testing.T) {
 			path := ""

@@ -2,9 +2,9 @@ package config
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
-	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,19 +50,20 @@ func ParseByteSize(s string) (ByteSize, error) {
 	return ByteSize(v * mult), nil
 }
 
-// sizeHook decodes sizes written as strings or plain numbers.
-func sizeHook(from, to reflect.Type, data any) (any, error) {
-	if to != reflect.TypeFor[ByteSize]() {
-		return data, nil
-	}
-	switch v := data.(type) {
+// toSize reads a size written as a string ("512MiB", "auto") or a whole
+// number of bytes. Errors do not repeat the value.
+func toSize(raw any) (ByteSize, error) {
+	switch v := raw.(type) {
 	case ByteSize:
 		return v, nil
 	case string:
 		if v == "" || v == "auto" {
-			return ByteSize(0), nil
+			return 0, nil
 		}
-		return ParseByteSize(v)
+		if n, err := ParseByteSize(v); err == nil {
+			return n, nil
+		}
+		return 0, errors.New("is not a size; write it like 512MiB, 2GiB or 1GB")
 	case int64:
 		if v >= 0 {
 			return ByteSize(v), nil
@@ -72,11 +73,11 @@ func sizeHook(from, to reflect.Type, data any) (any, error) {
 			return ByteSize(v), nil
 		}
 	case float64:
-		if v >= 0 {
+		if v >= 0 && v == float64(int64(v)) {
 			return ByteSize(v), nil
 		}
 	}
-	return nil, fmt.Errorf("%v is not a size; write it like \"512MiB\"", data)
+	return 0, errors.New(`is not a size; write it like "512MiB"`)
 }
 
 // DefaultMaxMemory is the memory ceiling of the scripts when none is set:
