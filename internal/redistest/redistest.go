@@ -87,7 +87,12 @@ func startOn(bin, dir string, port int, extra []string) (*Server, error) {
 		"--daemonize", "no",
 		"--logfile", filepath.Join(dir, "redis.log"),
 	}
-	args = append(args, extra...)
+	return startProcess(bin, dir, port, append(args, extra...))
+}
+
+// startProcess runs redis-server with args, which make it listen on port,
+// and returns once it answers PING.
+func startProcess(bin, dir string, port int, args []string) (*Server, error) {
 	cmd := exec.Command(bin, args...)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-server: %w", err)

@@ -1,0 +1,214 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Sentinels is a local Sentinel set: a primary, a replica and three
+// sentinels watching them, each process with its own directory and port.
+type Sentinels struct {
+	Name      string    // the master name the sentinels know the primary by
+	Data      []*Server // the primary and the replica, as started
+	Sentinels []*Server
+}
+
+// DownAfter is the sentinels' down-after-milliseconds: a primary that does
+// not answer for that long is failed over.
+const DownAfter = time.Second
+
+// SentinelOptions adjusts a Sentinel set.
+type SentinelOptions struct {
+	Data     []string // extra arguments of the primary and the replica
+	Sentinel []string // extra lines of each sentinel's configuration
+	// Auth, when set, is what a replica and the sentinels say to the
+	// primary: "user password" or "password".
+	Auth string
+}
+
+// StartSentinels starts a primary, a replica of it and three sentinels
+// under dir, and returns once the sentinels know the replica and each
+// other.
+func StartSentinels(dir string, opt SentinelOptions) (*Sentinels, error) {
+	set := &Sentinels{Name: "topix-primary"}
+	user, pass, hasUser := strings.Cut(opt.Auth, " ")
+	if !hasUser {
+		user, pass = "", opt.Auth
+	}
+	data := append([]string(nil), opt.Data...)
+	if pass != "" {
+		data = append(data, "--masterauth", pass)
+		if user != "" {
+			data = append(data, "--masteruser", user)
+		}
+	}
+	for i := range 2 {
+		d := filepath.Join(dir, fmt.Sprintf("data-%d", i))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+		args := data
+		if i == 1 {
+			host, port, _ := strings.Cut(set.Data[0].Addr, ":")
+			args = append(append([]string(nil), data...), "--replicaof", host, port)
+		}
+		s, err := Start(d, args...)
+		if err != nil {
+			set.Stop()
+			return nil, err
+		}
+		set.Data = append(set.Data, s)
+	}
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		set.Stop()
+		return nil, err
+	}
+	host, port, _ := strings.Cut(set.Data[0].Addr, ":")
+	for i := range 3 {
+		d := filepath.Join(dir, fmt.Sprintf("sentinel-%d", i))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			set.Stop()
+			return nil, err
+		}
+		var s *Server
+		for range 5 { // the free port can be taken before it is bound
+			p, err := FreePort()
+			if err != nil {
+				set.Stop()
+				return nil, err
+			}
+			conf := []string{
+				"port " + strconv.Itoa(p),
+				"bind 127.0.0.1",
+				"daemonize no",
+				"dir " + d,
+				"logfile " + filepath.Join(d, "redis.log"),
+				fmt.Sprintf("sentinel monitor %s %s %s 2", set.Name, host, port),
+				fmt.Sprintf("sentinel down-after-milliseconds %s %d", set.Name, DownAfter.Milliseconds()),
+				fmt.Sprintf("sentinel failover-timeout %s 5000", set.Name),
+				fmt.Sprintf("sentinel parallel-syncs %s 1", set.Name),
+			}
+			if pass != "" {
+				conf = append(conf, fmt.Sprintf("sentinel auth-pass %s %s", set.Name, pass))
+				if user != "" {
+					conf = append(conf, fmt.Sprintf("sentinel auth-user %s %s", set.Name, user))
+				}
+			}
+			conf = append(conf, opt.Sentinel...)
+			file := filepath.Join(d, "sentinel.conf")
+			if err := os.WriteFile(file, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
+				set.Stop()
+				return nil, err
+			}
+			if s, err = startProcess(bin, d, p, []string{file, "--sentinel"}); err == nil {
+				break
+			}
+		}
+		if s == nil {
+			set.Stop()
+			return nil, fmt.Errorf("could not start sentinel %d", i)
+		}
+		set.Sentinels = append(set.Sentinels, s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := waitEach(ctx, set.Sentinels, "the sentinels to know the replica and each other", func(cl *redis.Client) bool {
+		reps, err := cl.Do(ctx, "SENTINEL", "REPLICAS", set.Name).Slice()
+		if err != nil || len(reps) == 0 {
+			return false
+		}
+		others, err := cl.Do(ctx, "SENTINEL", "SENTINELS", set.Name).Slice()
+		return err == nil && len(others) == len(set.Sentinels)-1
+	}); err != nil {
+		set.Stop()
+		return nil, err
+	}
+	return set, nil
+}
+
+// MustSentinels starts a Sentinel set for one test and stops it when the
+// test ends.
+func MustSentinels(tb testing.TB, opt SentinelOptions) *Sentinels {
+	tb.Helper()
+	s, err := StartSentinels(tb.TempDir(), opt)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// URL returns a redis+sentinel:// URL naming the three sentinels.
+func (s *Sentinels) URL() string {
+	u := "redis+sentinel://" + s.Sentinels[0].Addr + "?master_name=" + s.Name
+	for _, x := range s.Sentinels[1:] {
+		u += "&addr=" + x.Addr
+	}
+	return u
+}
+
+// Primary returns the data node the sentinels name as primary now.
+func (s *Sentinels) Primary(ctx context.Context) (*Server, error) {
+	var lastErr error
+	for _, x := range s.Sentinels {
+		cl := x.Client()
+		addr, err := cl.Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", s.Name).StringSlice()
+		cl.Close()
+		if err != nil || len(addr) != 2 {
+			lastErr = err
+			continue
+		}
+		for _, d := range s.Data {
+			if d.Addr == addr[0]+":"+addr[1] {
+				return d, nil
+			}
+		}
+		return nil, fmt.Errorf("the sentinels name %s:%s, not a node of this set", addr[0], addr[1])
+	}
+	return nil, fmt.Errorf("no sentinel answers: %v", lastErr)
+}
+
+// Failover asks a sentinel to fail the primary over to the replica.
+func (s *Sentinels) Failover(ctx context.Context) error {
+	cl := s.Sentinels[0].Client()
+	defer cl.Close()
+	return cl.Do(ctx, "SENTINEL", "FAILOVER", s.Name).Err()
+}
+
+// WaitPrimary waits until the sentinels name a primary other than old,
+// and that node says it is one, and returns it.
+func (s *Sentinels) WaitPrimary(ctx context.Context, old *Server) (*Server, error) {
+	for {
+		p, err := s.Primary(ctx)
+		if err == nil && p != old {
+			cl := p.Client()
+			role, err := cl.Do(ctx, "ROLE").Slice()
+			cl.Close()
+			if err == nil && len(role) > 0 && role[0] == "master" {
+				return p, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no new primary after %s: %w", old.Addr, ctx.Err())
+		case <-time.After(10 * time.Millisecond): // polling interval
+		}
+	}
+}
+
+// Stop kills every process of the set.
+func (s *Sentinels) Stop() {
+	for _, x := range append(append([]*Server(nil), s.Sentinels...), s.Data...) {
+		x.Stop()
+	}
+}
