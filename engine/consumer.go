@@ -200,6 +200,9 @@ func New(rdb redis.UniversalClient, rt Runtime, opts Options) (*Consumer, error)
 	}
 	log := opts.Logger.With("stream", opts.Stream, "group", opts.Group, "consumer", opts.Consumer)
 	c := &Consumer{rdb: rdb, rt: rt, opts: opts, log: log, redis: &outage{log: log}}
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		c.redis.each = c.reroute
+	}
 	c.inflight.m = map[string]time.Time{}
 	c.attempts = newAttempts(AttemptsKey(opts.Stream, opts.Group), opts.Concurrency)
 	c.budget = newByteBudget(opts.BatchBytes)
@@ -528,10 +531,16 @@ type outage struct {
 	since     time.Time // when the current outage was first seen; zero when none
 	last      time.Time // when it was last logged
 	recovered time.Time // when the last outage ended
+	// each, if set, is told of every failure, logged or not: a cluster
+	// client reloads its slot map then (Consumer.reroute).
+	each func(error)
 }
 
 // fail reports that a command sent at sent failed while doing what.
 func (o *outage) fail(what string, err error, sent time.Time) {
+	if o.each != nil {
+		o.each(err)
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := time.Now()
@@ -559,11 +568,11 @@ func (o *outage) ok(sent time.Time) {
 	}
 }
 
-// backoff waits before retry n (0-based): 50ms doubling to 5s, or less if
-// ctx is done first. It reports whether ctx is still live.
+// backoff waits before retry n (0-based): 50ms doubling to maxBackoff, or
+// less if ctx is done first. It reports whether ctx is still live.
 func backoff(ctx context.Context, n int) bool {
-	d := 50 * time.Millisecond << min(n, 7)
-	d = min(d, 5*time.Second)
+	d := 50 * time.Millisecond << min(n, 4)
+	d = min(d, maxBackoff)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -573,6 +582,13 @@ func backoff(ctx context.Context, n int) bool {
 		return false
 	}
 }
+
+// maxBackoff is the longest wait between two tries during an outage. It
+// bounds how long topix takes to notice that Redis is back, or that a
+// replica took over (a Cluster or Sentinel failover): reading resumes at
+// most this long after. Half a second of retries costs a down Redis a
+// refused connection per loop, nothing more.
+const maxBackoff = 500 * time.Millisecond
 
 func plural(n int64, word string) string {
 	if n == 1 {

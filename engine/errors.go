@@ -119,6 +119,36 @@ func (c *Consumer) permanent(command, key string, err error) error {
 	return nil
 }
 
+// reroute tells a cluster client that its slot map may be out of date
+// after err: a MOVED or ASK, CLUSTERDOWN, TRYAGAIN, READONLY (a master
+// turned replica), or a failed connection (its node may be dead, and a
+// replica promoted in its place: a dead node answers no MOVED). go-redis
+// reloads the map for the errors of its own commands, but not for those of
+// the raw read, and not for a node that does not answer. The reload runs
+// in the background, at most once per 200 ms however often it is asked.
+func (c *Consumer) reroute(err error) {
+	cc, ok := c.rdb.(*redis.ClusterClient)
+	if !ok {
+		return
+	}
+	switch classify(err) {
+	case errConn, errTransient, errRedirect:
+		cc.ReloadState(context.Background())
+	}
+}
+
+// followable reports whether err, the reply to a raw read, is a MOVED or
+// ASK that this client can follow: the read is then sent again through
+// go-redis's own routing, which follows it at once (with ASKING for an
+// ASK), instead of waiting out an outage.
+func (c *Consumer) followable(err error) bool {
+	if classify(err) != errRedirect {
+		return false
+	}
+	_, ok := c.rdb.(*redis.ClusterClient)
+	return ok
+}
+
 // retryable reports whether a loop should try err's command again later.
 func retryable(k errKind) bool {
 	return k == errConn || k == errTransient || k == errRedirect || k == errUnblocked

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -153,7 +154,50 @@ func (c *Consumer) readGroup(ctx context.Context, id string, count int, buf *byt
 		// hold that much for the consumer's lifetime.
 		*buf = bytes.Buffer{}
 	}
+	if c.followable(err) {
+		// The slot moved (MOVED) or is moving (ASK). Redis executed
+		// nothing: read again where the redirect points, and have the slot
+		// map reloaded for the reads after this one.
+		c.reroute(err)
+		return c.readRouted(ctx, args)
+	}
 	return msgs, err
+}
+
+// readRouted runs an XREADGROUP through go-redis's generic command, which
+// a cluster client routes and redirects itself. It is slower than the raw
+// read, and used only for a read that was redirected.
+func (c *Consumer) readRouted(ctx context.Context, args []any) ([]*Message, error) {
+	v, err := c.rdb.Do(ctx, args...).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil // BLOCK timed out
+	}
+	if err != nil {
+		return nil, err
+	}
+	var entries any
+	switch r := v.(type) {
+	case []any: // RESP2: [[stream, entries]]
+		if len(r) == 0 {
+			return nil, nil
+		}
+		pair, _ := r[0].([]any)
+		if len(pair) != 2 {
+			return nil, errBadReply
+		}
+		entries = pair[1]
+	case map[any]any: // RESP3: {stream: entries}
+		for _, e := range r {
+			entries = e
+		}
+	default:
+		return nil, errBadReply
+	}
+	list, ok := entries.([]any)
+	if !ok {
+		return nil, errBadReply
+	}
+	return c.parseEntries(list, 1)
 }
 
 // maxKeptReply is the largest read buffer a reader keeps between reads; a
