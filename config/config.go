@@ -41,6 +41,11 @@ const DefaultRedisURL = "redis://localhost:6379/0"
 // EnvPrefix (TOPIX_REDIS_URL).
 type Config struct {
 	RedisURL  string `koanf:"redis_url"`
+	// TLS beyond the URL's rediss:// (see TLS).
+	TLSCA         string `koanf:"tls_ca"`          // CA certificates (PEM) that sign Redis's
+	TLSCert       string `koanf:"tls_cert"`        // client certificate (PEM), for tls-auth-clients
+	TLSKey        string `koanf:"tls_key"`         // its private key (PEM)
+	TLSServerName string `koanf:"tls_server_name"` // name Redis's certificates must carry
 	LogFormat string `koanf:"log_format"` // text or json
 	LogLevel  string `koanf:"log_level"`  // debug, info, warn or error
 
@@ -255,8 +260,8 @@ func bad(key, format string, args ...any) error {
 
 // Validate reports the first value that topix cannot work with.
 func (c Config) Validate() error {
-	if _, err := RedisOptions(c.RedisURL); err != nil {
-		return &FieldError{Key: "redis_url", Msg: err.Error()}
+	if _, err := c.Redis(); err != nil {
+		return err
 	}
 	switch c.LogFormat {
 	case "text", "json":
@@ -321,6 +326,18 @@ func (c Config) Validate() error {
 		return bad("maxlen", "maxlen %d: use 0 (no trimming) or more", c.MaxLen)
 	}
 	return nil
+}
+
+// Redis returns how to reach Redis: the URL's options with the TLS keys.
+func (c Config) Redis() (*Redis, error) {
+	r, err := RedisOptions(c.RedisURL)
+	if err != nil {
+		return nil, &FieldError{Key: "redis_url", Msg: err.Error()}
+	}
+	if err := r.SetTLS(TLS{CA: c.TLSCA, Cert: c.TLSCert, Key: c.TLSKey, ServerName: c.TLSServerName}); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // MinMaxMemory is the lowest memory ceiling topix accepts: below it, the

@@ -12,41 +12,6 @@ import (
 	"github.com/topix-dev/topix/config"
 )
 
-func TestRedisOptions(t *testing.T) {
-	for _, tc := range []struct {
-		url     string
-		addrs   string
-		cluster bool
-		master  string
-		db      int
-		tls     bool
-		pass    string
-	}{
-		{url: "redis://localhost:6379/0", addrs: "localhost:6379"},
-		{url: "redis://:pw@10.0.0.1:6380/3", addrs: "10.0.0.1:6380", db: 3, pass: "pw"},
-		{url: "rediss://u:pw@cache:6379", addrs: "cache:6379", tls: true, pass: "pw"},
-		{url: "unix:///run/redis.sock?db=2", addrs: "/run/redis.sock", db: 2},
-		{url: "redis+cluster://n1:7000?addr=n2:7001&addr=n3:7002", addrs: "n1:7000 n2:7001 n3:7002", cluster: true},
-		{url: "redis+sentinel://s1:26379?master_name=main&addr=s2:26379", addrs: "s1:26379 s2:26379", master: "main"},
-	} {
-		t.Run(tc.url, func(t *testing.T) {
-			o, err := config.RedisOptions(tc.url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := strings.Join(o.Addrs, " "); got != tc.addrs {
-				t.Errorf("addrs = %q, want %q", got, tc.addrs)
-			}
-			if o.IsClusterMode != tc.cluster || o.MasterName != tc.master || o.DB != tc.db || (o.TLSConfig != nil) != tc.tls || o.Password != tc.pass {
-				t.Errorf("options = cluster %v master %q db %d tls %v password %q", o.IsClusterMode, o.MasterName, o.DB, o.TLSConfig != nil, o.Password)
-			}
-			if tc.addrs[0] == '/' && o.Dialer == nil {
-				t.Error("a unix URL has no unix dialer")
-			}
-		})
-	}
-}
-
 func TestRedisOptionsErrorsHideThePassword(t *testing.T) {
 	for _, tc := range []struct{ url, err string }{
 		{"", "the Redis URL is empty"},

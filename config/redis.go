@@ -1,10 +1,12 @@
 package config
 
 import (
-	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"os"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -13,35 +15,98 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// RedisOptions turns a Redis URL into options for go-redis's universal
-// client, so one setting reaches a single server, a cluster or a sentinel-
-// managed primary:
+// Redis says how to reach Redis. Exactly one of its fields is set, with
+// the options of go-redis's own URL parser for that form of URL, so that no
+// option go-redis documents is lost on the way:
 //
-//	redis://[user:password@]host:port[/db][?options]    one server (rediss:// for TLS)
-//	unix://[user:password@]/path/to/redis.sock[?db=N]   one server on a Unix socket
-//	redis+cluster://host:port[?addr=host2:port2...]      a Redis Cluster (rediss+cluster:// for TLS)
-//	redis+sentinel://host:port?master_name=NAME[&addr=...] through Sentinel
+//	redis://[user:password@]host:port[/db][?options]     one server (rediss:// for TLS)
+//	unix://[user:password@]/path/to/redis.sock[?db=N]    one server on a Unix socket
+//	redis+cluster://[user:password@]host:port[?addr=host2:port2...]
+//	                                                     a Redis Cluster (rediss+cluster:// for TLS)
+//	redis+sentinel://[user:password@]host:port?master_name=NAME[&addr=...][&sentinel_username=U&sentinel_password=P]
+//	                                                     the primary that Sentinel names (rediss+sentinel:// for TLS)
 //
-// The query options are those of go-redis (dial_timeout, read_timeout,
-// protocol, ...). Errors never contain the password.
-func RedisOptions(rawURL string) (*redis.UniversalOptions, error) {
-	o, err := parseRedisURL(rawURL)
+// The user and password before the @ are always those of the data nodes,
+// the servers that hold the streams; a sentinel URL gives the sentinels'
+// own in sentinel_username and sentinel_password. skip_verify=true, on
+// every TLS form, skips the verification of the servers' certificates.
+type Redis struct {
+	Single   *redis.Options
+	Cluster  *redis.ClusterOptions
+	Failover *redis.FailoverOptions
+}
+
+// RedisOptions parses a Redis URL (see Redis). Errors never contain the
+// password.
+func RedisOptions(rawURL string) (*Redis, error) {
+	r, err := parseRedisURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	if o.Protocol != 0 && o.Protocol != 2 && o.Protocol != 3 {
-		return nil, fmt.Errorf("invalid Redis URL %s: protocol=%d; use protocol=2 (RESP2) or protocol=3 (RESP3, the default)", Redact(rawURL), o.Protocol)
+	if p := *r.common().protocol; p != 0 && p != 2 && p != 3 {
+		return nil, fmt.Errorf("invalid Redis URL %s: protocol=%d; use protocol=2 (RESP2) or protocol=3 (RESP3, the default)", Redact(rawURL), p)
 	}
-	if o.DialerRetries == 0 {
-		// topix retries failed reads and acks itself, with backoff and one
-		// log line per outage; go-redis's five quick redials per command
-		// only make a refused connection take seconds to report.
-		o.DialerRetries = 1
-	}
-	return o, nil
+	return r, nil
 }
 
-func parseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
+// Prepare sets what topix needs of every client: poolSize connections
+// unless the URL says how many, deadlines of contexts honoured by commands
+// in flight (a stop's deadline then holds while Redis does not answer), and
+// one dial per try (topix retries failed reads and acks itself, with
+// backoff and one log line per outage; go-redis's five quick redials per
+// command only make a refused connection take seconds to report).
+func (r *Redis) Prepare(poolSize int) {
+	c := r.common()
+	if *c.poolSize == 0 {
+		*c.poolSize = poolSize
+	}
+	if c.dialerRetries != nil && *c.dialerRetries == 0 {
+		*c.dialerRetries = 1
+	}
+	*c.contextTimeout = true
+}
+
+// NewClient returns a client for the form of URL parsed.
+func (r *Redis) NewClient() redis.UniversalClient {
+	switch {
+	case r.Cluster != nil:
+		return redis.NewClusterClient(r.Cluster)
+	case r.Failover != nil:
+		return redis.NewFailoverClient(r.Failover)
+	}
+	return redis.NewClient(r.Single)
+}
+
+// IsTLS reports whether the URL asked for TLS.
+func (r *Redis) IsTLS() bool { return *r.common().tls != nil }
+
+// common points at the options every form has.
+type commonOptions struct {
+	protocol, poolSize *int
+	dialerRetries      *int // nil where go-redis has no such option
+	contextTimeout     *bool
+	tls                **tls.Config
+}
+
+func (r *Redis) common() commonOptions {
+	switch {
+	case r.Cluster != nil:
+		o := r.Cluster
+		return commonOptions{&o.Protocol, &o.PoolSize, &o.DialerRetries, &o.ContextTimeoutEnabled, &o.TLSConfig}
+	case r.Failover != nil:
+		o := r.Failover
+		return commonOptions{&o.Protocol, &o.PoolSize, &o.DialerRetries, &o.ContextTimeoutEnabled, &o.TLSConfig}
+	}
+	o := r.Single
+	return commonOptions{&o.Protocol, &o.PoolSize, &o.DialerRetries, &o.ContextTimeoutEnabled, &o.TLSConfig}
+}
+
+// topixOptions are query options topix reads itself, on every form of URL,
+// before go-redis's parser sees the rest: skip_verify (go-redis's cluster
+// parser refuses it) and the sentinels' credentials.
+var topixOptions = []string{"skip_verify", "sentinel_username", "sentinel_password"}
+
+func parseRedisURL(rawURL string) (*Redis, error) {
 	if strings.TrimSpace(rawURL) == "" {
 		return nil, errNoURL
 	}
@@ -58,98 +123,168 @@ func parseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 			return nil, fmt.Errorf("invalid Redis URL %s: port %s is not a number from 1 to 65535", Redact(rawURL), p)
 		}
 	}
-	plain := *u
-	plain.Scheme = base
 	bad := func(err error) error {
 		return fmt.Errorf("invalid Redis URL %s: %s", Redact(rawURL), scrub(err.Error(), rawURL))
 	}
+	plain := *u
+	plain.Scheme = base
+	q := u.Query()
+	own := map[string]string{}
+	for _, name := range topixOptions {
+		if vs, ok := q[name]; ok {
+			if len(vs) != 1 {
+				return nil, fmt.Errorf("invalid Redis URL %s: %s is given %d times; give it once", Redact(rawURL), name, len(vs))
+			}
+			own[name] = vs[0]
+			q.Del(name)
+		}
+	}
+	plain.RawQuery = q.Encode()
 
+	r := &Redis{}
 	switch mode {
 	case "":
-		o, err := redis.ParseURL(plain.String())
-		if err != nil {
+		if r.Single, err = redis.ParseURL(plain.String()); err != nil {
 			return nil, bad(err)
 		}
-		uo := &redis.UniversalOptions{
-			Addrs:           []string{o.Addr},
-			DB:              o.DB,
-			Protocol:        o.Protocol,
-			Username:        o.Username,
-			Password:        o.Password,
-			MaxRetries:      o.MaxRetries,
-			MinRetryBackoff: o.MinRetryBackoff,
-			MaxRetryBackoff: o.MaxRetryBackoff,
-			DialTimeout:     o.DialTimeout,
-			ReadTimeout:     o.ReadTimeout,
-			WriteTimeout:    o.WriteTimeout,
-			PoolFIFO:        o.PoolFIFO,
-			PoolSize:        o.PoolSize,
-			PoolTimeout:     o.PoolTimeout,
-			MinIdleConns:    o.MinIdleConns,
-			MaxIdleConns:    o.MaxIdleConns,
-			MaxActiveConns:  o.MaxActiveConns,
-			ConnMaxIdleTime: o.ConnMaxIdleTime,
-			ConnMaxLifetime: o.ConnMaxLifetime,
-			TLSConfig:       o.TLSConfig,
-			ClientName:      o.ClientName,
-		}
-		if o.Network == "unix" {
-			path := o.Addr
-			uo.Dialer = func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", path)
-			}
-		}
-		return uo, nil
 	case "cluster":
-		o, err := redis.ParseClusterURL(plain.String())
-		if err != nil {
+		if r.Cluster, err = redis.ParseClusterURL(plain.String()); err != nil {
 			return nil, bad(err)
 		}
-		return &redis.UniversalOptions{
-			Addrs:           o.Addrs,
-			IsClusterMode:   true,
-			Protocol:        o.Protocol,
-			Username:        o.Username,
-			Password:        o.Password,
-			MaxRetries:      o.MaxRetries,
-			MinRetryBackoff: o.MinRetryBackoff,
-			MaxRetryBackoff: o.MaxRetryBackoff,
-			DialTimeout:     o.DialTimeout,
-			ReadTimeout:     o.ReadTimeout,
-			WriteTimeout:    o.WriteTimeout,
-			PoolSize:        o.PoolSize,
-			TLSConfig:       o.TLSConfig,
-			ClientName:      o.ClientName,
-			MaxRedirects:    o.MaxRedirects,
-		}, nil
 	case "sentinel":
-		o, err := redis.ParseFailoverURL(plain.String())
-		if err != nil {
+		if r.Failover, err = parseSentinelURL(&plain, q, own); err != nil {
 			return nil, bad(err)
 		}
-		if o.MasterName == "" {
+		if r.Failover.MasterName == "" {
 			return nil, fmt.Errorf("invalid Redis URL %s: a sentinel URL needs ?master_name=NAME", Redact(rawURL))
 		}
-		return &redis.UniversalOptions{
-			Addrs:            o.SentinelAddrs,
-			MasterName:       o.MasterName,
-			SentinelUsername: o.SentinelUsername,
-			SentinelPassword: o.SentinelPassword,
-			DB:               o.DB,
-			Protocol:         o.Protocol,
-			Username:         o.Username,
-			Password:         o.Password,
-			MaxRetries:       o.MaxRetries,
-			DialTimeout:      o.DialTimeout,
-			ReadTimeout:      o.ReadTimeout,
-			WriteTimeout:     o.WriteTimeout,
-			PoolSize:         o.PoolSize,
-			TLSConfig:        o.TLSConfig,
-			ClientName:       o.ClientName,
-		}, nil
+	default:
+		return nil, fmt.Errorf("invalid Redis URL %s: unknown mode %q; use redis+cluster:// or redis+sentinel://", Redact(rawURL), mode)
 	}
-	return nil, fmt.Errorf("invalid Redis URL %s: unknown mode %q; use redis+cluster:// or redis+sentinel://", Redact(rawURL), mode)
+	if mode != "sentinel" {
+		for _, name := range []string{"sentinel_username", "sentinel_password"} {
+			if _, ok := own[name]; ok {
+				return nil, fmt.Errorf("invalid Redis URL %s: %s is for redis+sentinel:// URLs only", Redact(rawURL), name)
+			}
+		}
+	}
+	if v, ok := own["skip_verify"]; ok {
+		skip, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("invalid Redis URL %s: skip_verify=%s; use true or false", Redact(rawURL), v)
+		}
+		t := *r.common().tls
+		if t == nil {
+			return nil, fmt.Errorf("invalid Redis URL %s: skip_verify is for TLS, and this URL has none; use rediss://", Redact(rawURL))
+		}
+		t.InsecureSkipVerify = skip
+	}
+	if t := *r.common().tls; t != nil && mode != "" {
+		// go-redis names the first address as the server of every node; a
+		// node's certificate is for its own name: verify each against the
+		// address it is dialed at (tls_server_name sets one name for all).
+		t.ServerName = ""
+	}
+	return r, nil
+}
+
+// TLS are the settings of TLS connections to Redis beyond the URL: files
+// in PEM format and the name the servers' certificates must carry.
+type TLS struct {
+	CA         string // certificates of the authorities that sign the servers'; default the system's (SSL_CERT_FILE)
+	Cert, Key  string // this client's certificate and key, for tls-auth-clients
+	ServerName string // the name the servers' certificates are checked against; default the address dialed
+}
+
+func (t TLS) set() bool { return t != TLS{} }
+
+// SetTLS applies t to the TLS connections of r. It refuses t for a URL
+// without TLS, and explains a file it cannot use.
+func (r *Redis) SetTLS(t TLS) error {
+	if !t.set() {
+		return nil
+	}
+	cfg := *r.common().tls
+	if cfg == nil {
+		key := "tls_ca"
+		switch {
+		case t.Cert != "":
+			key = "tls_cert"
+		case t.Key != "":
+			key = "tls_key"
+		case t.ServerName != "":
+			key = "tls_server_name"
+		case t.CA != "":
+		}
+		return bad(key, "%s is set, but the Redis URL does not use TLS: use rediss://, rediss+cluster:// or rediss+sentinel://", key)
+	}
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			return bad("tls_ca", "tls_ca: cannot read %s: %s", t.CA, fileReason(err))
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return bad("tls_ca", "tls_ca: %s holds no certificate in PEM format (-----BEGIN CERTIFICATE-----)", t.CA)
+		}
+		cfg.RootCAs = pool
+	}
+	switch {
+	case t.Cert != "" && t.Key != "":
+		pair, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				key := "tls_cert"
+				if pe.Path == t.Key {
+					key = "tls_key"
+				}
+				return bad(key, "%s: cannot read %s: %s", key, pe.Path, fileReason(pe))
+			}
+			return bad("tls_cert", "tls_cert %s and tls_key %s: %s", t.Cert, t.Key, strings.TrimPrefix(err.Error(), "tls: "))
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	case t.Cert != "":
+		return bad("tls_key", "tls_cert is set without tls_key: give the client certificate's private key too")
+	case t.Key != "":
+		return bad("tls_cert", "tls_key is set without tls_cert: give the client certificate too")
+	}
+	if t.ServerName != "" {
+		cfg.ServerName = t.ServerName
+	}
+	return nil
+}
+
+// fileReason is why a file could not be opened, without the path the
+// error repeats.
+func fileReason(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// parseSentinelURL parses a redis+sentinel:// URL (already without its
+// topix options, in own) with go-redis's parser, and puts each credential
+// where topix documents it: the user and password before the @ for the
+// data nodes, sentinel_username and sentinel_password for the sentinels.
+// go-redis's parser gives the userinfo to the sentinels and takes the
+// data nodes' from username= and password=; those still work, but not
+// together with a userinfo.
+func parseSentinelURL(u *url.URL, q url.Values, own map[string]string) (*redis.FailoverOptions, error) {
+	if u.User != nil && (q.Has("username") || q.Has("password")) {
+		return nil, errors.New("the data nodes' credentials are given twice, before the @ and as username=/password=; give them once")
+	}
+	o, err := redis.ParseFailoverURL(u.String())
+	if err != nil {
+		return nil, err
+	}
+	if u.User != nil {
+		o.Username, o.Password = o.SentinelUsername, o.SentinelPassword
+	}
+	o.SentinelUsername, o.SentinelPassword = own["sentinel_username"], own["sentinel_password"]
+	return o, nil
 }
 
 // Redact returns the URL with every credential it can carry replaced by

@@ -103,6 +103,10 @@ TOPIX_* environment variables (TOPIX_REDIS_URL, TOPIX_CONCURRENCY, ...), flags.`
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.cfgPath, "config", "", "config file (.toml, .yaml or .yml); its keys are the flag names with _ for -")
 	pf.String(config.FlagName("redis_url"), defaults.RedisURL, "Redis URL (redis://, rediss://, unix://, redis+cluster://, redis+sentinel://) [$TOPIX_REDIS_URL]")
+	pf.String(config.FlagName("tls_ca"), "", "CA certificates (PEM) that Redis's certificate must be signed by; default the system's, or $SSL_CERT_FILE [$TOPIX_TLS_CA]")
+	pf.String(config.FlagName("tls_cert"), "", "client certificate (PEM), for a Redis with tls-auth-clients [$TOPIX_TLS_CERT]")
+	pf.String(config.FlagName("tls_key"), "", "private key (PEM) of --tls-cert [$TOPIX_TLS_KEY]")
+	pf.String(config.FlagName("tls_server_name"), "", "name Redis's certificates must carry; default the address dialed [$TOPIX_TLS_SERVER_NAME]")
 	pf.String(config.FlagName("log_format"), defaults.LogFormat, "log format: text or json [$TOPIX_LOG_FORMAT]")
 	pf.String(config.FlagName("log_level"), defaults.LogLevel, "log level: debug, info, warn or error (Python's WARNING, CRITICAL too) [$TOPIX_LOG_LEVEL]")
 
@@ -128,20 +132,15 @@ func (a *app) load(cmd *cobra.Command) (config.Config, *slog.Logger, error) {
 // connect makes a Redis client and checks that Redis answers, so a wrong
 // address or password is one clear error before anything else happens.
 func connect(ctx context.Context, cfg config.Config) (redis.UniversalClient, error) {
-	opts, err := config.RedisOptions(cfg.RedisURL)
+	opts, err := cfg.Redis()
 	if err != nil {
 		return nil, usageError(err)
 	}
-	if opts.PoolSize == 0 {
-		// A consumer keeps 4 reads and up to 3 flushes in flight besides its
-		// lease, claim and retry loops: go-redis's default of 10 connections
-		// per CPU would make them queue on a one-CPU machine.
-		opts.PoolSize = max(16, 10*runtime.GOMAXPROCS(0))
-	}
-	// Deadlines of contexts bound commands in flight: a stop's deadline
-	// then holds even while Redis does not answer.
-	opts.ContextTimeoutEnabled = true
-	rdb := redis.NewUniversalClient(opts)
+	// A consumer keeps 4 reads and up to 3 flushes in flight besides its
+	// lease, claim and retry loops: go-redis's default of 10 connections
+	// per CPU would make them queue on a one-CPU machine.
+	opts.Prepare(max(16, 10*runtime.GOMAXPROCS(0)))
+	rdb := opts.NewClient()
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	if err := ping(pctx, rdb); err != nil {
@@ -209,6 +208,12 @@ func redisReason(err error, rawURL string) string {
 		return "that server is not a Sentinel; for a plain Redis use redis://, for Sentinel give the sentinels' addresses"
 	case strings.Contains(msg, "cluster support disabled"):
 		return "that server is not part of a Redis Cluster; use redis:// for it"
+	case strings.Contains(msg, "certificate required"):
+		return "Redis wants a client certificate (tls-auth-clients): give it with --tls-cert and --tls-key (" + msg + ")"
+	case strings.Contains(msg, "unknown authority"):
+		return "Redis's certificate is signed by an authority this machine does not trust: give that authority's certificate with --tls-ca (or SSL_CERT_FILE), or, only to try things out, skip_verify=true in the URL (" + msg + ")"
+	case strings.Contains(msg, "x509: certificate is valid for"):
+		return "Redis's certificate is for another name than the one dialed: connect by a name it has, or set it with --tls-server-name (" + msg + ")"
 	case strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:"):
 		return "the TLS handshake failed: " + msg
 	case errors.Is(err, context.DeadlineExceeded), strings.Contains(msg, "i/o timeout"):

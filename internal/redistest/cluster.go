@@ -143,7 +143,11 @@ func waitEach(ctx context.Context, nodes []*Server, what string, ok func(*redis.
 
 // URL returns a redis+cluster:// URL naming every node.
 func (c *Cluster) URL() string {
-	u := "redis+cluster://" + c.Nodes[0].Addr
+	scheme := "redis+cluster://"
+	if c.Nodes[0].tls != nil {
+		scheme = "rediss+cluster://"
+	}
+	u := scheme + c.Nodes[0].Addr
 	for i, s := range c.Nodes[1:] {
 		sep := "&"
 		if i == 0 {
@@ -160,7 +164,7 @@ func (c *Cluster) Client() *redis.ClusterClient {
 	for i, s := range c.Nodes {
 		addrs[i] = s.Addr
 	}
-	return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Protocol: 2})
+	return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Protocol: 2, TLSConfig: c.Nodes[0].tls})
 }
 
 // Stop kills every node.

@@ -8,6 +8,7 @@ package redistest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -29,17 +30,26 @@ type Server struct {
 
 	cmd  *exec.Cmd
 	done chan struct{}
+	tls  *tls.Config // set when it speaks TLS only (Certs.Args)
+	// username and password are what Client logs in with.
+	username, password string
 }
 
-// URL returns the redis:// URL of database 0 of the server.
-func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+// URL returns the redis:// URL of database 0 of the server (rediss:// when
+// it speaks TLS).
+func (s *Server) URL() string {
+	if s.tls != nil {
+		return "rediss://" + s.Addr + "/0"
+	}
+	return "redis://" + s.Addr + "/0"
+}
 
 // Pid returns the process id of the server.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
 // Client returns a new client for the server; the caller closes it.
 func (s *Server) Client() *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2})
+	return redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2, TLSConfig: s.tls, Username: s.username, Password: s.password})
 }
 
 // Start starts a redis-server on a free loopback port, with dir as its
@@ -78,26 +88,33 @@ func StartOn(dir string, port int, extra ...string) (*Server, error) {
 }
 
 func startOn(bin, dir string, port int, extra []string) (*Server, error) {
-	args := []string{
-		"--port", strconv.Itoa(port),
+	tlsConfig, err := tlsFromArgs(extra)
+	if err != nil {
+		return nil, err
+	}
+	ports := []string{"--port", strconv.Itoa(port)}
+	if tlsConfig != nil {
+		ports = []string{"--port", "0", "--tls-port", strconv.Itoa(port)}
+	}
+	args := append(ports,
 		"--bind", "127.0.0.1",
 		"--dir", dir,
 		"--save", "",
 		"--appendonly", "no",
 		"--daemonize", "no",
 		"--logfile", filepath.Join(dir, "redis.log"),
-	}
-	return startProcess(bin, dir, port, append(args, extra...))
+	)
+	return startProcess(bin, dir, port, append(args, extra...), tlsConfig, "")
 }
 
 // startProcess runs redis-server with args, which make it listen on port,
 // and returns once it answers PING.
-func startProcess(bin, dir string, port int, args []string) (*Server, error) {
+func startProcess(bin, dir string, port int, args []string, tlsConfig *tls.Config, password string) (*Server, error) {
 	cmd := exec.Command(bin, args...)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, cmd: cmd, done: make(chan struct{})}
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, cmd: cmd, done: make(chan struct{}), tls: tlsConfig, password: password}
 	go func() { _ = cmd.Wait(); close(s.done) }()
 
 	c := s.Client()

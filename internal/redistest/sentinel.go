@@ -33,6 +33,8 @@ type SentinelOptions struct {
 	// Auth, when set, is what a replica and the sentinels say to the
 	// primary: "user password" or "password".
 	Auth string
+	// Password, when set, is the sentinels' own (requirepass).
+	Password string
 }
 
 // StartSentinels starts a primary, a replica of it and three sentinels
@@ -66,6 +68,7 @@ func StartSentinels(dir string, opt SentinelOptions) (*Sentinels, error) {
 			set.Stop()
 			return nil, err
 		}
+		s.username, s.password = user, pass
 		set.Data = append(set.Data, s)
 	}
 	bin, err := exec.LookPath("redis-server")
@@ -104,13 +107,16 @@ func StartSentinels(dir string, opt SentinelOptions) (*Sentinels, error) {
 					conf = append(conf, fmt.Sprintf("sentinel auth-user %s %s", set.Name, user))
 				}
 			}
+			if opt.Password != "" {
+				conf = append(conf, "requirepass "+opt.Password, "sentinel sentinel-pass "+opt.Password)
+			}
 			conf = append(conf, opt.Sentinel...)
 			file := filepath.Join(d, "sentinel.conf")
 			if err := os.WriteFile(file, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
 				set.Stop()
 				return nil, err
 			}
-			if s, err = startProcess(bin, d, p, []string{file, "--sentinel"}); err == nil {
+			if s, err = startProcess(bin, d, p, []string{file, "--sentinel"}, nil, opt.Password); err == nil {
 				break
 			}
 		}
@@ -122,6 +128,13 @@ func StartSentinels(dir string, opt SentinelOptions) (*Sentinels, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	if err := waitEach(ctx, set.Data[1:], "the replica to be in sync", func(cl *redis.Client) bool {
+		repl, err := cl.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(repl, "master_link_status:up")
+	}); err != nil {
+		set.Stop()
+		return nil, err
+	}
 	if err := waitEach(ctx, set.Sentinels, "the sentinels to know the replica and each other", func(cl *redis.Client) bool {
 		reps, err := cl.Do(ctx, "SENTINEL", "REPLICAS", set.Name).Slice()
 		if err != nil || len(reps) == 0 {
