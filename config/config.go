@@ -40,14 +40,14 @@ const DefaultRedisURL = "redis://localhost:6379/0"
 // --redis-url) and the environment variable is the key in capitals after
 // EnvPrefix (TOPIX_REDIS_URL).
 type Config struct {
-	RedisURL  string `koanf:"redis_url"`
+	RedisURL string `koanf:"redis_url"`
 	// TLS beyond the URL's rediss:// (see TLS).
 	TLSCA         string `koanf:"tls_ca"`          // CA certificates (PEM) that sign Redis's
 	TLSCert       string `koanf:"tls_cert"`        // client certificate (PEM), for tls-auth-clients
 	TLSKey        string `koanf:"tls_key"`         // its private key (PEM)
 	TLSServerName string `koanf:"tls_server_name"` // name Redis's certificates must carry
-	LogFormat string `koanf:"log_format"` // text or json
-	LogLevel  string `koanf:"log_level"`  // debug, info, warn or error
+	LogFormat     string `koanf:"log_format"`      // text or json
+	LogLevel      string `koanf:"log_level"`       // debug, info, warn or error
 
 	// Consumer.
 	Concurrency     int           `koanf:"concurrency"`      // workers, each with its own Starlark thread
