@@ -65,6 +65,8 @@ type Config struct {
 	DeadLetter   string        `koanf:"dead_letter"`   // dead-letter stream; empty means <stream>:dead
 	PruneIdle    time.Duration `koanf:"prune_idle"`    // remove other consumers idle this long with nothing pending; 0: never
 	WorkerNice   int           `koanf:"worker_nice"`   // run the calls this much lower in CPU priority (Linux); 0: same
+	WaitReplicas int           `koanf:"wait_replicas"` // replicas that must have emits and dead letters (consumer) or entries (emit) before they count; 0: none
+	WaitTimeout  time.Duration `koanf:"wait_timeout"`  // how long to wait for them
 
 	// Scripts (consumer, run, check).
 	Bytes       bool          `koanf:"bytes"`        // data as a dict of bytes, not str
@@ -93,6 +95,7 @@ func Defaults() Config {
 		MaxAttempts:     5,
 		RetryBackoff:    time.Second,
 		WorkerNice:      10,
+		WaitTimeout:     time.Second,
 		MaxSteps:        100_000_000,
 		CallTimeout:     30 * time.Second,
 		Reload:          true,
@@ -243,6 +246,9 @@ const (
 	MinClaimIdle   = time.Second // the lease renews every claim_idle/3: it needs room for a slow round trip
 	MaxBlock       = time.Minute // a stop waits for the read in flight
 	MaxDuration    = 7 * 24 * time.Hour
+	// MaxWaitReplicas bounds wait_replicas: a primary with more replicas
+	// than that is not one to wait on each of.
+	MaxWaitReplicas = 100
 )
 
 // FieldError is a value of one key that topix cannot work with. Load adds
@@ -312,6 +318,12 @@ func (c Config) Validate() error {
 	}
 	if c.WorkerNice < 0 || c.WorkerNice > 19 {
 		return bad("worker_nice", "worker_nice %d: use 0 (same priority as the rest of topix) to 19 (the lowest)", c.WorkerNice)
+	}
+	if c.WaitReplicas < 0 || c.WaitReplicas > MaxWaitReplicas {
+		return bad("wait_replicas", "wait_replicas %d: use 0 (do not wait) to %d replicas", c.WaitReplicas, MaxWaitReplicas)
+	}
+	if c.WaitTimeout < time.Millisecond || c.WaitTimeout > time.Minute {
+		return bad("wait_timeout", "wait_timeout %s: use 1ms to 1m, like 1s (WAIT with no timeout would block for ever)", c.WaitTimeout)
 	}
 	if c.MaxSteps < 1 {
 		return bad("max_steps", "max_steps %d: use 1 or more (the default is %d)", c.MaxSteps, Defaults().MaxSteps)

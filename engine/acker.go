@@ -267,6 +267,13 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 			_ = pipe.Process(ctx, cmd)
 		}
 	}
+	var replicated *redis.IntCmd
+	if c.opts.WaitReplicas > 0 && nemits > 0 {
+		// After the XADDs, on the same connection (a pipeline holds one):
+		// WAIT counts the replicas that have every write sent on it.
+		replicated = redis.NewIntCmd(ctx, "WAIT", c.opts.WaitReplicas, c.opts.WaitTimeout.Milliseconds())
+		_ = pipe.Process(ctx, replicated)
+	}
 	var plainAck *redis.IntCmd
 	if len(plain) > 0 {
 		plainAck = c.xack(ctx, plain)
@@ -334,6 +341,25 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 			if a.dead {
 				readyDead++
 			}
+		}
+	}
+	if replicated != nil && failure == nil && len(ready) > 0 {
+		if n, err := replicated.Result(); err != nil || n < int64(c.opts.WaitReplicas) {
+			// Their emits are on the primary only: acking them now would
+			// let a failover lose the emits of entries no longer pending.
+			// They stay pending, and are processed again after claim_idle.
+			reason := fmt.Sprintf("%d of %d replicas confirmed them within %s", n, c.opts.WaitReplicas, c.opts.WaitTimeout)
+			if err != nil {
+				reason = "WAIT failed: " + err.Error()
+			}
+			c.log.Warn("emits not confirmed by the replicas (--wait-replicas); their entries are not acked: they stay pending and are processed again, and their emits may then be added twice",
+				"entries", len(ready), "why", reason)
+			c.unreplicated.Add(int64(len(ready)))
+			for _, id := range ready {
+				c.inflight.remove(id)
+			}
+			ready = ready[:0]
+			readyDead = 0
 		}
 	}
 	if resent > 0 {

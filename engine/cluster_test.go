@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -100,5 +101,79 @@ func TestClusterRedirectsAreFollowedInBand(t *testing.T) {
 				t.Errorf("a redirect was logged as an outage:\n%s", out)
 			}
 		})
+	}
+}
+
+// replicated starts a redis-server with one replica in sync.
+func replicated(t *testing.T) (primary, replica *redistest.Server) {
+	t.Helper()
+	primary = redistest.Must(t)
+	host, port, _ := strings.Cut(primary.Addr, ":")
+	replica = redistest.Must(t, "--replicaof", host, port)
+	rc := replica.Client()
+	defer rc.Close()
+	redistest.WaitFor(t, 20*time.Second, "the replica in sync", func() bool {
+		info, _ := rc.Info(context.Background(), "replication").Result()
+		return strings.Contains(info, "master_link_status:up")
+	})
+	return primary, replica
+}
+
+// With WaitReplicas, entries are acked once the replicas have their
+// emits; when fewer replicas confirm them in time, they are not acked.
+func TestWaitReplicasHoldsTheAckUntilTheReplicasHaveTheEmits(t *testing.T) {
+	primary, replica := replicated(t)
+	ctx := context.Background()
+	rdb := primary.Client()
+	defer rdb.Close()
+	rc := replica.Client()
+	defer rc.Close()
+	emitter := handlerFunc(func(msg *engine.Message) engine.Result {
+		return engine.Result{Emits: []engine.Emit{{Stream: msg.Stream + ":out", Fields: msg.Fields}}}
+	})
+	for _, tc := range []struct {
+		replicas int
+		acked    bool
+	}{{1, true}, {2, false}} {
+		stream := "wait" + strconv.Itoa(tc.replicas)
+		for i := range 20 {
+			add(t, rdb, stream, "n", strconv.Itoa(i))
+		}
+		var logs redistest.Buffer
+		r := start(t, rdb, emitter, engine.Options{Stream: stream, Group: "g", Consumer: "c", Block: 20 * time.Millisecond,
+			WaitReplicas: tc.replicas, WaitTimeout: 50 * time.Millisecond, Logger: newLogger(t, &logs)})
+		if tc.acked {
+			redistest.WaitFor(t, 10*time.Second, "the entries acked", func() bool { return r.c.Stats().Acked == 20 })
+			if n := rc.XLen(ctx, stream+":out").Val(); n != 20 {
+				t.Errorf("the replica has %d emits of 20 acked entries", n)
+			}
+		} else {
+			redistest.WaitFor(t, 10*time.Second, "the entries refused an ack", func() bool { return r.c.Stats().Unreplicated == 20 })
+			if p := rdb.XPending(ctx, stream, "g").Val(); p.Count != 20 {
+				t.Errorf("pending %d, want 20: an entry was acked although its emits were not on 2 replicas", p.Count)
+			}
+			if !strings.Contains(logs.String(), "1 of 2 replicas confirmed them") {
+				t.Errorf("the log does not say why:\n%s", logs.String())
+			}
+		}
+		if err := r.shutdown(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// handlerFunc is a Handler and its Runtime in one function.
+type handlerFunc func(*engine.Message) engine.Result
+
+func (f handlerFunc) Handle(_ context.Context, msg *engine.Message) engine.Result { return f(msg) }
+func (f handlerFunc) NewHandler(int) (engine.Handler, error)                      { return f, nil }
+
+// WaitReplicas cannot be kept on a Cluster; it is refused, not ignored.
+func TestWaitReplicasIsRefusedOnACluster(t *testing.T) {
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	defer rdb.Close()
+	_, err := engine.New(rdb, newRecorder(), engine.Options{Stream: "s", Group: "g", Consumer: "c", WaitReplicas: 1})
+	if !errors.Is(err, engine.ErrWaitOnCluster) {
+		t.Errorf("New = %v, want ErrWaitOnCluster", err)
 	}
 }

@@ -73,6 +73,16 @@ type Options struct {
 	// entry waits on; when nothing competes for the CPU it changes nothing.
 	WorkerNice int
 
+	// WaitReplicas, when above zero, makes each flush that adds emits or
+	// dead letters WAIT until that many replicas have them, for up to
+	// WaitTimeout (default 1s), before the entries are acked. Entries whose
+	// emits are not confirmed in time are not acked: they stay pending and
+	// are processed again (their emits may then be added twice). Not on a
+	// Redis Cluster: WAIT counts the writes of one connection to one node,
+	// and a flush writes through several.
+	WaitReplicas int
+	WaitTimeout  time.Duration
+
 	Logger *slog.Logger // default slog.Default()
 }
 
@@ -142,11 +152,20 @@ func (o *Options) setDefaults() error {
 	if o.WorkerNice < 0 || o.WorkerNice > 19 {
 		return fmt.Errorf("the worker nice value %d is out of range; use 0 (off) to 19", o.WorkerNice)
 	}
+	if o.WaitReplicas < 0 {
+		return fmt.Errorf("wait replicas %d: use 0 (do not wait) or more", o.WaitReplicas)
+	}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	return nil
 }
+
+// ErrWaitOnCluster refuses WaitReplicas on a Redis Cluster.
+var ErrWaitOnCluster = errors.New("--wait-replicas is not available on a Redis Cluster yet: WAIT counts the writes of one connection to one node, and a consumer's flush writes through several; on one server or with Sentinel it is")
 
 // Stats counts what a Consumer did.
 type Stats struct {
@@ -161,6 +180,10 @@ type Stats struct {
 	// Redis confirmed them: Redis may have added them already, so each may
 	// be in its stream twice.
 	Resent int64
+
+	// Unreplicated counts entries left pending because the replicas did
+	// not confirm their emits in time (WaitReplicas).
+	Unreplicated int64
 }
 
 // Consumer reads one stream through a consumer group and runs a Handler on
@@ -172,6 +195,7 @@ type Consumer struct {
 	log  *slog.Logger
 
 	processed, failed, dead, claimed, acked, resent atomic.Int64
+	unreplicated                                    atomic.Int64
 	pending                                         int64
 
 	inflight inflight        // entries this consumer holds: read, not yet acked
@@ -198,6 +222,9 @@ func New(rdb redis.UniversalClient, rt Runtime, opts Options) (*Consumer, error)
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
+	if _, ok := rdb.(*redis.ClusterClient); ok && opts.WaitReplicas > 0 {
+		return nil, ErrWaitOnCluster
+	}
 	log := opts.Logger.With("stream", opts.Stream, "group", opts.Group, "consumer", opts.Consumer)
 	c := &Consumer{rdb: rdb, rt: rt, opts: opts, log: log, redis: &outage{log: log}}
 	if _, ok := rdb.(*redis.ClusterClient); ok {
@@ -220,6 +247,7 @@ func (c *Consumer) Stats() Stats {
 		Acked:        c.acked.Load(),
 		Pending:      c.pending,
 		Resent:       c.resent.Load(),
+		Unreplicated: c.unreplicated.Load(),
 	}
 }
 
@@ -498,6 +526,9 @@ func (c *Consumer) finish() {
 		"claimed", c.claimed.Load(), "acked", c.acked.Load(), "pending", pending}
 	if n := c.resent.Load(); n > 0 {
 		attrs = append(attrs, "emits_resent", n) // each may be in its stream twice
+	}
+	if n := c.unreplicated.Load(); n > 0 {
+		attrs = append(attrs, "unreplicated", n) // processed again
 	}
 	c.log.Info("stopped", attrs...)
 }

@@ -79,6 +79,7 @@ does, is one stop).`,
 	f.String(config.FlagName("dead_letter"), d.DeadLetter, "dead-letter stream (default: STREAM:dead) [$TOPIX_DEAD_LETTER]")
 	f.Duration(config.FlagName("prune_idle"), d.PruneIdle, "remove other consumers of the group idle this long that own no pending entries; 0 never does [$TOPIX_PRUNE_IDLE]")
 	f.Int(config.FlagName("worker_nice"), d.WorkerNice, "run the scripts this much lower in CPU priority (nice) than reading and acking, so busy scripts do not starve a Redis on the same machine; 0 keeps one priority (Linux) [$TOPIX_WORKER_NICE]")
+	addWaitFlags(cmd, "its emits and dead letters before it acks the entry")
 	f.Bool("no-reload", !d.Reload, "do not reload the script when its files change [$TOPIX_RELOAD=false]")
 	addScriptFlags(cmd)
 	return cmd
@@ -128,6 +129,8 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 		DeadLetter:      cfg.DeadLetter,
 		PruneIdle:       cfg.PruneIdle,
 		WorkerNice:      cfg.WorkerNice,
+		WaitReplicas:    cfg.WaitReplicas,
+		WaitTimeout:     cfg.WaitTimeout,
 		Logger:          log,
 	})
 	if err != nil {

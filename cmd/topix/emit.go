@@ -43,7 +43,17 @@ emitter is another name for emit.`,
 		RunE: a.runEmit,
 	}
 	cmd.Flags().Int64(config.FlagName("maxlen"), 0, "trim the stream to about this many entries (XADD MAXLEN ~); 0 does not trim [$TOPIX_MAXLEN]")
+	addWaitFlags(cmd, "the entries before it prints their ids")
 	return cmd
+}
+
+// addWaitFlags adds --wait-replicas and --wait-timeout; what is what the
+// replicas must have before topix goes on.
+func addWaitFlags(cmd *cobra.Command, what string) {
+	d := config.Defaults()
+	f := cmd.Flags()
+	f.Int(config.FlagName("wait_replicas"), d.WaitReplicas, "wait until this many replicas have "+what+" (WAIT); 0 does not wait. Costs a round trip to the replicas; see docs/cluster.md for what it does not promise [$TOPIX_WAIT_REPLICAS]")
+	f.Duration(config.FlagName("wait_timeout"), d.WaitTimeout, "how long --wait-replicas waits [$TOPIX_WAIT_TIMEOUT]")
 }
 
 func (a *app) runEmit(cmd *cobra.Command, args []string) error {
@@ -67,12 +77,12 @@ func (a *app) runEmit(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	defer rdb.Close()
-	id, err := topix.EmitFields(cmd.Context(), rdb, stream, fields, cfg.MaxLen)
+	xargs, err := topix.XAddArgs(stream, fields, cfg.MaxLen)
 	if err != nil {
-		return emitError(err)
+		return usageError(err)
 	}
-	fmt.Fprintln(a.stdout, id)
-	return nil
+	out := bufio.NewWriter(a.stdout)
+	return sendBatch(cmd.Context(), rdb, []*redis.XAddArgs{xargs}, out, cfg)
 }
 
 // emitPipeline is the most lines sent in one round trip.
@@ -147,7 +157,7 @@ func (a *app) emitLines(ctx context.Context, cfg config.Config, stream string) e
 				break more
 			}
 		}
-		if err := sendBatch(ctx, rdb, batch, out); err != nil {
+		if err := sendBatch(ctx, rdb, batch, out, cfg); err != nil {
 			return err
 		}
 		if inputErr != nil {
@@ -161,23 +171,65 @@ func (a *app) emitLines(ctx context.Context, cfg config.Config, stream string) e
 // maxStdinLine bounds one line of emit -: one entry's JSON.
 const maxStdinLine = 64 << 20
 
-func sendBatch(ctx context.Context, rdb redis.UniversalClient, batch []*redis.XAddArgs, out *bufio.Writer) error {
+// sendBatch pipelines XADDs and prints their ids in order. With
+// wait_replicas, a WAIT follows them on the same connection, and no id is
+// printed before the replicas confirmed it.
+func sendBatch(ctx context.Context, rdb redis.UniversalClient, batch []*redis.XAddArgs, out *bufio.Writer, cfg config.Config) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	pipe := rdb.Pipeline()
+	var pipe redis.Pipeliner
+	if cc, ok := rdb.(*redis.ClusterClient); ok && cfg.WaitReplicas > 0 {
+		// WAIT counts the writes of one connection to one node: send the
+		// batch, all for one stream, to the stream's master directly.
+		node, err := cc.MasterForKey(ctx, batch[0].Stream)
+		if err != nil {
+			return emitError(err)
+		}
+		pipe = node.Pipeline()
+	} else {
+		pipe = rdb.Pipeline()
+	}
 	cmds := make([]*redis.StringCmd, len(batch))
 	for i, args := range batch {
 		cmds[i] = pipe.XAdd(ctx, args)
 	}
+	var wait *redis.IntCmd
+	if cfg.WaitReplicas > 0 {
+		wait = redis.NewIntCmd(ctx, "WAIT", cfg.WaitReplicas, cfg.WaitTimeout.Milliseconds())
+		_ = pipe.Process(ctx, wait)
+	}
 	_, _ = pipe.Exec(ctx) // errors are read per command, to print the ids that made it
-	for _, c := range cmds {
+	for i, c := range cmds {
 		if err := c.Err(); err != nil {
+			if wait != nil && i > 0 {
+				return fmt.Errorf("%w; the %d entries before it were added (from %s to %s), but their ids are not printed: none was confirmed by the replicas", emitError(err), i, cmds[0].Val(), cmds[i-1].Val())
+			}
 			out.Flush()
 			return emitError(err)
 		}
-		out.WriteString(c.Val())
-		out.WriteByte('\n')
+		if wait == nil {
+			out.WriteString(c.Val())
+			out.WriteByte('\n')
+		}
+	}
+	if wait != nil {
+		n, err := wait.Result()
+		if err != nil || n < int64(cfg.WaitReplicas) {
+			why := fmt.Sprintf("%d of %d replicas confirmed them within %s", n, cfg.WaitReplicas, cfg.WaitTimeout)
+			if err != nil {
+				why = "WAIT failed: " + err.Error()
+			}
+			ids := cmds[0].Val()
+			if len(cmds) > 1 {
+				ids = fmt.Sprintf("%d entries, from %s to %s", len(cmds), cmds[0].Val(), cmds[len(cmds)-1].Val())
+			}
+			return fmt.Errorf("added %s, but %s: a failover now could lose them; their ids are not printed", ids, why)
+		}
+		for _, c := range cmds {
+			out.WriteString(c.Val())
+			out.WriteByte('\n')
+		}
 	}
 	return out.Flush()
 }

@@ -182,3 +182,37 @@ func TestSentinelURLCredentials(t *testing.T) {
 		t.Errorf("a password in the output:\n%s", out.String())
 	}
 }
+
+// topix emit --wait-replicas prints an id only once the replicas have the
+// entry, and says so when they did not confirm it in time.
+func TestEmitWaitsForTheReplicas(t *testing.T) {
+	primary := redistest.Must(t)
+	host, port, _ := strings.Cut(primary.Addr, ":")
+	replica := redistest.Must(t, "--replicaof", host, port)
+	rc := replica.Client()
+	defer rc.Close()
+	ctx := context.Background()
+	redistest.WaitFor(t, 20*time.Second, "the replica in sync", func() bool {
+		info, _ := rc.Info(ctx, "replication").Result()
+		return strings.Contains(info, "master_link_status:up")
+	})
+	code, out := runAt(t, primary.URL(), nil, "emit", "w", `{"k": "v"}`, "--wait-replicas=1")
+	id := strings.TrimSpace(out)
+	if code != 0 || rc.XLen(ctx, "w").Val() != 1 || !strings.Contains(id, "-") {
+		t.Fatalf("--wait-replicas=1: exit %d, output %q, replica holds %d", code, out, rc.XLen(ctx, "w").Val())
+	}
+	cmd := topixAt(t, primary.URL(), nil, "emit", "w", "-", "--wait-replicas=1")
+	cmd.Stdin = strings.NewReader(`{"n": 1}` + "\n" + `{"n": 2}` + "\n")
+	lines, err := cmd.Output()
+	if err != nil || strings.Count(string(lines), "\n") != 2 {
+		t.Fatalf("emit - --wait-replicas=1: %q, %v", lines, err)
+	}
+	cmd = topixAt(t, primary.URL(), nil, "emit", "w", `{"k": "v"}`, "--wait-replicas=2", "--wait-timeout=50ms")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitFailure || stdout.Len() != 0 ||
+		!strings.Contains(stderr.String(), "1 of 2 replicas confirmed them within 50ms") {
+		t.Errorf("--wait-replicas=2 with one replica: %v, stdout %q, stderr %q", err, stdout.String(), stderr.String())
+	}
+}
