@@ -263,7 +263,7 @@ func TestAnEmitToAKeyOfTheWrongType(t *testing.T) {
 	}
 }
 
-// n. stopping on time: SIGTERM while topix is still connecting (to a server
+// w. stopping on time: SIGTERM while topix is still connecting (to a server
 // that never answers) must exit 0 at once; with redis-server frozen
 // (SIGSTOP), a stop under --shutdown-timeout 2s must end within 3.5 s.
 func TestStoppingOnTime(t *testing.T) {
@@ -289,7 +289,7 @@ func TestStoppingOnTime(t *testing.T) {
 	t.Cleanup(func() { syscall.Kill(srv.Pid(), syscall.SIGCONT) })
 	frozen := p.stop(t, syscall.SIGTERM, 20*time.Second)
 	frozenCode := p.exitCode(t)
-	report(t, "n. SIGTERM while connecting: exit %d in %s; SIGTERM with redis-server frozen, --shutdown-timeout 2s: exit %d in %s",
+	report(t, "w. SIGTERM while connecting: exit %d in %s; SIGTERM with redis-server frozen, --shutdown-timeout 2s: exit %d in %s",
 		connectingCode, connecting.Round(time.Millisecond), frozenCode, frozen.Round(time.Millisecond))
 	if connectingCode != 0 || connecting > time.Second {
 		t.Errorf("SIGTERM while connecting: exit %d after %s; want 0 at once", connectingCode, connecting)

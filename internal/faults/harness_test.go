@@ -245,7 +245,7 @@ func (c tally) String() string {
 
 // count reads the input stream, the results stream, the dead-letter stream
 // and the pending list, and accounts for every entry.
-func count(t *testing.T, rdb *redis.Client) tally {
+func count(t *testing.T, rdb redis.UniversalClient) tally {
 	t.Helper()
 	ctx := context.Background()
 	c := tally{results: map[string]int{}, deadIDs: map[string]string{}}
@@ -272,7 +272,7 @@ func count(t *testing.T, rdb *redis.Client) tally {
 	return c
 }
 
-func scan(t *testing.T, rdb *redis.Client, stream string, fn func(redis.XMessage)) {
+func scan(t *testing.T, rdb redis.UniversalClient, stream string, fn func(redis.XMessage)) {
 	t.Helper()
 	cursor := "-"
 	for {
@@ -295,7 +295,7 @@ var waitFor = redistest.WaitFor
 
 // waitDrained waits until every entry sent was processed and none is
 // pending: what every scenario waits for before it stops its consumers.
-func waitDrained(t *testing.T, rdb *redis.Client) {
+func waitDrained(t *testing.T, rdb redis.UniversalClient) {
 	t.Helper()
 	waitFor(t, 120*time.Second, "every entry processed and nothing pending", func() bool {
 		c := count(t, rdb)
@@ -303,7 +303,7 @@ func waitDrained(t *testing.T, rdb *redis.Client) {
 	})
 }
 
-func resultsLen(rdb *redis.Client) int64 {
+func resultsLen(rdb redis.UniversalClient) int64 {
 	n, _ := rdb.XLen(context.Background(), "results").Result()
 	return n
 }

@@ -33,6 +33,23 @@ type Server struct {
 	tls  *tls.Config // set when it speaks TLS only (Certs.Args)
 	// username and password are what Client logs in with.
 	username, password string
+	bin                string
+	args               []string
+}
+
+// Restart starts the server again, stopped or killed, with the same port,
+// directory and arguments.
+func (s *Server) Restart() error {
+	s.Stop()
+	_, port, _ := net.SplitHostPort(s.Addr)
+	p, _ := strconv.Atoi(port)
+	ns, err := startProcess(s.bin, s.Dir, p, s.args, s.tls, s.password)
+	if err != nil {
+		return err
+	}
+	ns.username = s.username
+	*s = *ns
+	return nil
 }
 
 // URL returns the redis:// URL of database 0 of the server (rediss:// when
@@ -114,7 +131,7 @@ func startProcess(bin, dir string, port int, args []string, tlsConfig *tls.Confi
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, cmd: cmd, done: make(chan struct{}), tls: tlsConfig, password: password}
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, cmd: cmd, done: make(chan struct{}), tls: tlsConfig, password: password, bin: bin, args: args}
 	go func() { _ = cmd.Wait(); close(s.done) }()
 
 	c := s.Client()
