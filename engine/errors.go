@@ -137,16 +137,30 @@ func (c *Consumer) reroute(err error) {
 	}
 }
 
-// followable reports whether err, the reply to a raw read, is a MOVED or
-// ASK that this client can follow: the read is then sent again through
-// go-redis's own routing, which follows it at once (with ASKING for an
-// ASK), instead of waiting out an outage.
+// followable reports whether err, the error reply to a raw read, must be
+// handed to go-redis: the read is then sent again through go-redis's own
+// command path, which acts on it. A MOVED or ASK on a cluster client is
+// followed at once (with ASKING for an ASK). A READONLY means the
+// connection is to a primary turned replica: go-redis closes a connection
+// that answers READONLY, so that the next one is dialed where the
+// sentinels (or the slot map) point now, but it never sees the replies of
+// the raw read, and without this a pool of such connections would be
+// reused for ever after a failover that happened while none was in use.
 func (c *Consumer) followable(err error) bool {
-	if classify(err) != errRedirect {
-		return false
+	switch classify(err) {
+	case errRedirect:
+		_, ok := c.rdb.(*redis.ClusterClient)
+		return ok
+	case errTransient:
+		return isReadOnly(err)
 	}
-	_, ok := c.rdb.(*redis.ClusterClient)
-	return ok
+	return false
+}
+
+// isReadOnly reports a READONLY reply: a write sent to a replica.
+func isReadOnly(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "READONLY")
 }
 
 // retryable reports whether a loop should try err's command again later.

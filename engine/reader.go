@@ -155,9 +155,11 @@ func (c *Consumer) readGroup(ctx context.Context, id string, count int, buf *byt
 		*buf = bytes.Buffer{}
 	}
 	if c.followable(err) {
-		// The slot moved (MOVED) or is moving (ASK). Redis executed
-		// nothing: read again where the redirect points, and have the slot
-		// map reloaded for the reads after this one.
+		// The slot moved (MOVED), is moving (ASK), or the server is a
+		// replica now (READONLY). Redis executed nothing: read again
+		// through go-redis, which follows the redirect or drops the
+		// connection, and have the slot map reloaded for the reads after
+		// this one.
 		c.reroute(err)
 		return c.readRouted(ctx, args)
 	}
@@ -165,10 +167,17 @@ func (c *Consumer) readGroup(ctx context.Context, id string, count int, buf *byt
 }
 
 // readRouted runs an XREADGROUP through go-redis's generic command, which
-// a cluster client routes and redirects itself. It is slower than the raw
-// read, and used only for a read that was redirected.
+// a cluster client routes and redirects itself, and after which any
+// client closes a connection that answered READONLY. It is slower than the
+// raw read, and used only after a redirect or a READONLY: then it tries
+// again while the answer is READONLY, each time on another pooled
+// connection to the old primary, at most maxStale times, until one is
+// dialed to the new one.
 func (c *Consumer) readRouted(ctx context.Context, args []any) ([]*Message, error) {
 	v, err := c.rdb.Do(ctx, args...).Result()
+	for n := 0; isReadOnly(err) && n < maxStale; n++ {
+		v, err = c.rdb.Do(ctx, args...).Result()
+	}
 	if errors.Is(err, redis.Nil) {
 		return nil, nil // BLOCK timed out
 	}
@@ -199,6 +208,10 @@ func (c *Consumer) readRouted(ctx context.Context, args []any) ([]*Message, erro
 	}
 	return c.parseEntries(list, 1)
 }
+
+// maxStale bounds the READONLY connections one read drops (readRouted):
+// about a consumer's pool.
+const maxStale = 32
 
 // maxKeptReply is the largest read buffer a reader keeps between reads; a
 // batch of 100 entries of 1 KB needs about a tenth of it.
