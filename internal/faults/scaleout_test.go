@@ -470,7 +470,7 @@ func TestSentinelFailovers(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			c := launch(t, launchEnv{url: set.URL()}, append([]string{"consumer", "in", "g", filepath.Join(scripts, "recorder.star"), "--name", "c1",
-				"--max-steps", "100000000000", "--log-level", "debug", "--claim-idle", "5s"}, flags...)...)
+				"--max-steps", "100000000000", "--log-level", "warn", "--claim-idle", "5s"}, flags...)...)
 			prod := startProducer(t, set.URL(), feedRate/2, flags...)
 			primary, err := set.Primary(ctx)
 			if err != nil {
