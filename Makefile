@@ -2,7 +2,7 @@
 GO ?= go
 SHELL := /bin/bash
 
-.PHONY: all build test redis-server chaos bench microbench lint demo clean
+.PHONY: all build test redis-server chaos bench bench-cluster microbench lint demo clean
 
 all: lint test
 
@@ -28,6 +28,9 @@ chaos: redis-server ## the fault suite: the real binary against real redis-serve
 
 bench: build ## drain throughput against a plain go-redis loop, RSS, latency, ingest (docs/benchmarks.md)
 	$(GO) run ./cmd/topix-bench -topix bin/topix
+
+bench-cluster: build ## drain three streams from one redis-server and from a 3-master cluster (docs/cluster.md)
+	$(GO) run ./cmd/topix-bench -topix bin/topix -cluster
 
 microbench: ## the per-entry path: entry -> Starlark dict -> call -> outcome
 	$(GO) test -run '^$$' -bench . -benchmem ./starlib

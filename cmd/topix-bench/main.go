@@ -13,7 +13,10 @@
 //     branch, one emit), at several concurrencies, alternating over rounds;
 //   - topix's peak RSS while draining backlogs of two sizes;
 //   - end-to-end latency, emit to call, at a steady rate;
-//   - the ingest rate of `topix emit STREAM -`.
+//   - the ingest rate of `topix emit STREAM -`;
+//
+// and with -cluster, instead, the drain of three streams from one
+// redis-server and from a cluster of three masters, a stream on each.
 package main
 
 import (
@@ -87,10 +90,15 @@ func main() {
 	flag.BoolVar(&c.skipIngest, "no-ingest", false, "skip the ingest measurement")
 	flag.BoolVar(&c.skipRealistc, "no-realistic", false, "skip the realistic script")
 	flag.StringVar(&c.compare, "compare", "", "another topix binary: each round also drains the realistic script with it, side by side")
+	cluster := flag.Bool("cluster", false, "instead: drain three streams from one redis-server and from a cluster of three masters, side by side")
 	flag.Parse()
 	c.concurrency = ints(conc)
 	c.rssSizes = ints(rss)
-	if err := run(c); err != nil {
+	do := run
+	if *cluster {
+		do = clusterBench
+	}
+	if err := do(c); err != nil {
 		fmt.Fprintln(os.Stderr, "topix-bench:", err)
 		os.Exit(1)
 	}
@@ -466,8 +474,13 @@ func (b *bench) startTopix(stdin *bytes.Reader, args ...string) (*proc, error) {
 }
 
 func (b *bench) startBinary(bin string, stdin *bytes.Reader, args ...string) (*proc, error) {
+	return startProc(bin, b.srv.URL(), stdin, args...)
+}
+
+// startProc starts a topix binary against the Redis at url.
+func startProc(bin, url string, stdin *bytes.Reader, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "TOPIX_REDIS_URL="+b.srv.URL(), "NO_COLOR=1")
+	cmd.Env = append(os.Environ(), "TOPIX_REDIS_URL="+url, "NO_COLOR=1")
 	if g := os.Getenv("TOPIX_GOGC"); g != "" {
 		cmd.Env = append(cmd.Env, "GOGC="+g)
 	}
