@@ -216,3 +216,44 @@ func TestEmitWaitsForTheReplicas(t *testing.T) {
 		t.Errorf("--wait-replicas=2 with one replica: %v, stdout %q, stderr %q", err, stdout.String(), stderr.String())
 	}
 }
+
+// rediss+sentinel://: the sentinels and the data nodes speak TLS only and
+// want client certificates; the tls_* settings reach both.
+func TestSentinelOverTLS(t *testing.T) {
+	certs := redistest.MustCerts(t)
+	set := redistest.MustSentinels(t, redistest.SentinelOptions{TLS: certs})
+	url := set.URL()
+	if !strings.HasPrefix(url, "rediss+sentinel://") {
+		t.Fatal(url)
+	}
+	tlsArgs := []string{"--tls-ca=" + certs.CA, "--tls-cert=" + certs.Cert, "--tls-key=" + certs.Key}
+	for i := range 5 {
+		if code, out := runAt(t, url, nil, append([]string{"emit", "orders", `{"n": ` + strconv.Itoa(i) + `}`}, tlsArgs...)...); code != 0 {
+			t.Fatalf("emit: exit %d:\n%s", code, out)
+		}
+	}
+	script := writeScript(t, "def consumer(data):\n    emit('orders:out', data)\n")
+	cmd := topixAt(t, url, nil, append([]string{"consumer", "orders", "g", script, "--block=50ms"}, tlsArgs...)...)
+	var out redistest.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	primary, err := set.Primary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := primary.Client()
+	defer rdb.Close()
+	redistest.WaitFor(t, 30*time.Second, "the entries consumed", func() bool { return rdb.XLen(ctx, "orders:out").Val() == 5 })
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if code := waitExit(t, cmd, 20*time.Second); code != 0 {
+		t.Fatalf("consumer exit %d:\n%s", code, out.String())
+	}
+	code, msg := runAt(t, url, nil, "emit", "orders", `{"k": "v"}`, "--tls-ca="+certs.CA)
+	if code != exitRedis || !strings.Contains(msg, "--tls-cert") {
+		t.Errorf("without a client certificate: exit %d:\n%s", code, msg)
+	}
+}

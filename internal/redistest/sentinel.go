@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,6 +36,9 @@ type SentinelOptions struct {
 	Auth string
 	// Password, when set, is the sentinels' own (requirepass).
 	Password string
+	// TLS, when set, makes every process of the set speak TLS only, with
+	// client certificates required.
+	TLS *Certs
 }
 
 // StartSentinels starts a primary, a replica of it and three sentinels
@@ -47,6 +51,9 @@ func StartSentinels(dir string, opt SentinelOptions) (*Sentinels, error) {
 		user, pass = "", opt.Auth
 	}
 	data := append([]string(nil), opt.Data...)
+	if opt.TLS != nil {
+		data = append(data, opt.TLS.Args(true)...)
+	}
 	if pass != "" {
 		data = append(data, "--masterauth", pass)
 		if user != "" {
@@ -90,8 +97,17 @@ func StartSentinels(dir string, opt SentinelOptions) (*Sentinels, error) {
 				set.Stop()
 				return nil, err
 			}
-			conf := []string{
-				"port " + strconv.Itoa(p),
+			ports := []string{"port " + strconv.Itoa(p)}
+			var tlsConfig *tls.Config
+			if c := opt.TLS; c != nil {
+				ports = []string{"port 0", "tls-port " + strconv.Itoa(p), "tls-cert-file " + c.Cert, "tls-key-file " + c.Key,
+					"tls-ca-cert-file " + c.CA, "tls-auth-clients yes", "tls-replication yes"}
+				if tlsConfig, err = tlsFromArgs(c.Args(true)); err != nil {
+					set.Stop()
+					return nil, err
+				}
+			}
+			conf := append(ports,
 				"bind 127.0.0.1",
 				"daemonize no",
 				"dir " + d,
@@ -100,7 +116,7 @@ func StartSentinels(dir string, opt SentinelOptions) (*Sentinels, error) {
 				fmt.Sprintf("sentinel down-after-milliseconds %s %d", set.Name, DownAfter.Milliseconds()),
 				fmt.Sprintf("sentinel failover-timeout %s 5000", set.Name),
 				fmt.Sprintf("sentinel parallel-syncs %s 1", set.Name),
-			}
+			)
 			if pass != "" {
 				conf = append(conf, fmt.Sprintf("sentinel auth-pass %s %s", set.Name, pass))
 				if user != "" {
@@ -116,7 +132,7 @@ func StartSentinels(dir string, opt SentinelOptions) (*Sentinels, error) {
 				set.Stop()
 				return nil, err
 			}
-			if s, err = startProcess(bin, d, p, []string{file, "--sentinel"}, nil, opt.Password); err == nil {
+			if s, err = startProcess(bin, d, p, []string{file, "--sentinel"}, tlsConfig, opt.Password); err == nil {
 				break
 			}
 		}
@@ -161,9 +177,14 @@ func MustSentinels(tb testing.TB, opt SentinelOptions) *Sentinels {
 	return s
 }
 
-// URL returns a redis+sentinel:// URL naming the three sentinels.
+// URL returns a redis+sentinel:// URL naming the three sentinels
+// (rediss+sentinel:// with TLS).
 func (s *Sentinels) URL() string {
-	u := "redis+sentinel://" + s.Sentinels[0].Addr + "?master_name=" + s.Name
+	scheme := "redis+sentinel://"
+	if s.Sentinels[0].tls != nil {
+		scheme = "rediss+sentinel://"
+	}
+	u := scheme + s.Sentinels[0].Addr + "?master_name=" + s.Name
 	for _, x := range s.Sentinels[1:] {
 		u += "&addr=" + x.Addr
 	}
