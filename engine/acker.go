@@ -239,6 +239,10 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 	args := make([]any, 0, nargs)
 	cmds := make([]*redis.Cmd, nemits)
 	pipe := rdb.Pipeline()
+	var nodes *nodePipes // on a Cluster with WaitReplicas: the XADDs, by node
+	if cc, ok := rdb.(*redis.ClusterClient); ok && c.opts.WaitReplicas > 0 && nemits > 0 {
+		nodes = &nodePipes{cc: cc, pipes: map[*redis.Client]redis.Pipeliner{}, master: map[string]*redis.Client{}}
+	}
 	adds := make([][]*redis.Cmd, len(withEmits)) // adds[k][j]: emits[j] of batch[withEmits[k]]; nil when they are invalid
 	var again, dead []ack
 	for k, i := range withEmits {
@@ -264,15 +268,23 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 			var cmd *redis.Cmd
 			cmd, args = xadd(ctx, &a.emits[j], args)
 			adds[k][j] = cmd
-			_ = pipe.Process(ctx, cmd)
+			if nodes != nil {
+				nodes.add(ctx, a.emits[j].Stream, cmd)
+			} else {
+				_ = pipe.Process(ctx, cmd)
+			}
 		}
 	}
-	var replicated *redis.IntCmd
+	var waits []*redis.IntCmd
 	if c.opts.WaitReplicas > 0 && nemits > 0 {
 		// After the XADDs, on the same connection (a pipeline holds one):
 		// WAIT counts the replicas that have every write sent on it.
-		replicated = redis.NewIntCmd(ctx, "WAIT", c.opts.WaitReplicas, c.opts.WaitTimeout.Milliseconds())
-		_ = pipe.Process(ctx, replicated)
+		if nodes != nil {
+			waits = nodes.wait(ctx, c.opts.WaitReplicas, c.opts.WaitTimeout)
+		} else {
+			waits = append(waits, waitCmd(ctx, c.opts.WaitReplicas, c.opts.WaitTimeout))
+			_ = pipe.Process(ctx, waits[0])
+		}
 	}
 	var plainAck *redis.IntCmd
 	if len(plain) > 0 {
@@ -282,6 +294,9 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 	}
 	if pipe.Len() > 0 {
 		_, _ = pipe.Exec(ctx)
+	}
+	if nodes != nil {
+		nodes.exec(ctx)
 	}
 
 	var failure error // the first error that leaves work for a retry
@@ -343,8 +358,8 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 			}
 		}
 	}
-	if replicated != nil && failure == nil && len(ready) > 0 {
-		if n, err := replicated.Result(); err != nil || n < int64(c.opts.WaitReplicas) {
+	if waits != nil && failure == nil && len(ready) > 0 {
+		if n, err := fewestReplicas(waits); err != nil || n < int64(c.opts.WaitReplicas) {
 			// Their emits are on the primary only: acking them now would
 			// let a failover lose the emits of entries no longer pending.
 			// They stay pending, and are processed again after claim_idle.
@@ -397,6 +412,79 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 		}
 	}
 	return append(again, dead...), failure
+}
+
+func waitCmd(ctx context.Context, replicas int, timeout time.Duration) *redis.IntCmd {
+	return redis.NewIntCmd(ctx, "WAIT", replicas, timeout.Milliseconds())
+}
+
+// fewestReplicas returns the lowest count of replicas the WAITs report:
+// how many have every write of the flush.
+func fewestReplicas(waits []*redis.IntCmd) (int64, error) {
+	fewest := int64(-1)
+	for _, w := range waits {
+		n, err := w.Result()
+		if err != nil {
+			return 0, err
+		}
+		if fewest < 0 || n < fewest {
+			fewest = n
+		}
+	}
+	return fewest, nil
+}
+
+// nodePipes sends the XADDs of a flush on a Cluster with WaitReplicas to
+// their streams' masters directly, a pipeline per master, each ended by a
+// WAIT: WAIT counts the writes of its own connection, and go-redis's
+// cluster pipeline, which splits commands over the nodes, has no place for
+// one per node. A MOVED reply (the slot moved meanwhile) fails its XADD,
+// which is not applied, and the flush sends it again after the slot map is
+// reloaded.
+type nodePipes struct {
+	cc     *redis.ClusterClient
+	pipes  map[*redis.Client]redis.Pipeliner
+	master map[string]*redis.Client // stream -> its master, for this flush
+	order  []redis.Pipeliner
+}
+
+func (n *nodePipes) add(ctx context.Context, stream string, cmd redis.Cmder) {
+	node, ok := n.master[stream]
+	if !ok {
+		var err error
+		if node, err = n.cc.MasterForKey(ctx, stream); err != nil {
+			cmd.SetErr(err)
+			return
+		}
+		n.master[stream] = node
+	}
+	p := n.pipes[node]
+	if p == nil {
+		p = node.Pipeline()
+		n.pipes[node] = p
+		n.order = append(n.order, p)
+	}
+	_ = p.Process(ctx, cmd)
+}
+
+// wait ends each node's pipeline with a WAIT and returns them.
+func (n *nodePipes) wait(ctx context.Context, replicas int, timeout time.Duration) []*redis.IntCmd {
+	waits := make([]*redis.IntCmd, 0, len(n.order))
+	for _, p := range n.order {
+		w := waitCmd(ctx, replicas, timeout)
+		_ = p.Process(ctx, w)
+		waits = append(waits, w)
+	}
+	return waits
+}
+
+// exec sends the nodes' pipelines at once, and returns when all are done.
+func (n *nodePipes) exec(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, p := range n.order {
+		wg.Go(func() { _, _ = p.Exec(ctx) })
+	}
+	wg.Wait()
 }
 
 // emitFailed fails the entry of a, whose emit Redis refused, as if its

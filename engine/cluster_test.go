@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -141,7 +140,7 @@ func TestWaitReplicasHoldsTheAckUntilTheReplicasHaveTheEmits(t *testing.T) {
 		}
 		var logs redistest.Buffer
 		r := start(t, rdb, emitter, engine.Options{Stream: stream, Group: "g", Consumer: "c", Block: 20 * time.Millisecond,
-			WaitReplicas: tc.replicas, WaitTimeout: 50 * time.Millisecond, Logger: newLogger(t, &logs)})
+			WaitReplicas: tc.replicas, WaitTimeout: waitFor(tc.acked), Logger: newLogger(t, &logs)})
 		if tc.acked {
 			redistest.WaitFor(t, 10*time.Second, "the entries acked", func() bool { return r.c.Stats().Acked == 20 })
 			if n := rc.XLen(ctx, stream+":out").Val(); n != 20 {
@@ -162,18 +161,88 @@ func TestWaitReplicasHoldsTheAckUntilTheReplicasHaveTheEmits(t *testing.T) {
 	}
 }
 
+// waitFor is the WaitTimeout of a case: long where the replicas must
+// confirm (a loaded machine can be slow), short where they cannot.
+func waitFor(confirmed bool) time.Duration {
+	if confirmed {
+		return 5 * time.Second
+	}
+	return 50 * time.Millisecond
+}
+
 // handlerFunc is a Handler and its Runtime in one function.
 type handlerFunc func(*engine.Message) engine.Result
 
 func (f handlerFunc) Handle(_ context.Context, msg *engine.Message) engine.Result { return f(msg) }
 func (f handlerFunc) NewHandler(int) (engine.Handler, error)                      { return f, nil }
 
-// WaitReplicas cannot be kept on a Cluster; it is refused, not ignored.
-func TestWaitReplicasIsRefusedOnACluster(t *testing.T) {
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+// On a Cluster, WaitReplicas waits on the master of each stream emitted
+// to: emits to a stream on another master than the consumed one are
+// confirmed by that master's replica before the entry is acked.
+func TestWaitReplicasOnACluster(t *testing.T) {
+	cl := redistest.MustCluster(t, 3, 1)
+	ctx := context.Background()
+	rdb := cl.Client()
 	defer rdb.Close()
-	_, err := engine.New(rdb, newRecorder(), engine.Options{Stream: "s", Group: "g", Consumer: "c", WaitReplicas: 1})
-	if !errors.Is(err, engine.ErrWaitOnCluster) {
-		t.Errorf("New = %v, want ErrWaitOnCluster", err)
+	masters, err := cl.Masters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := cl.KeyOn(ctx, "in", masters[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out1, err := cl.KeyOn(ctx, "out", masters[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out2, err := cl.KeyOn(ctx, "out", masters[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	emitter := handlerFunc(func(msg *engine.Message) engine.Result {
+		return engine.Result{Emits: []engine.Emit{{Stream: out1, Fields: msg.Fields}, {Stream: out2, Fields: msg.Fields}}}
+	})
+	for _, tc := range []struct {
+		replicas int
+		acked    bool
+		kill     bool // the replica of out1's master first
+	}{{1, true, false}, {2, false, false}, {1, false, true}} {
+		if tc.kill {
+			// Only a WAIT sent with the XADDs to out1's master can tell:
+			// the other masters keep their replicas.
+			replica, err := cl.Replica(ctx, out1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			replica.Stop()
+		}
+		stream := in + ":" + strconv.Itoa(tc.replicas) + strconv.FormatBool(tc.kill)
+		stream, err = cl.KeyOn(ctx, stream+"-", masters[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 20 {
+			add(t, rdb, stream, "n", strconv.Itoa(i))
+		}
+		var logs redistest.Buffer
+		r := start(t, rdb, emitter, engine.Options{Stream: stream, Group: "g", Consumer: "c", Block: 20 * time.Millisecond,
+			WaitReplicas: tc.replicas, WaitTimeout: waitFor(tc.acked), Logger: newLogger(t, &logs)})
+		if tc.acked {
+			redistest.WaitFor(t, 10*time.Second, "the entries acked", func() bool { return r.c.Stats().Acked == 20 })
+		} else {
+			redistest.WaitFor(t, 10*time.Second, "the entries refused an ack", func() bool { return r.c.Stats().Unreplicated == 20 })
+			if p := rdb.XPending(ctx, stream, "g").Val(); p.Count != 20 {
+				t.Errorf("pending %d, want 20", p.Count)
+			}
+		}
+		if err := r.shutdown(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range []string{out1, out2} {
+		if n := rdb.XLen(ctx, s).Val(); n < 20 {
+			t.Errorf("%s holds %d emits", s, n)
+		}
 	}
 }

@@ -77,9 +77,9 @@ type Options struct {
 	// dead letters WAIT until that many replicas have them, for up to
 	// WaitTimeout (default 1s), before the entries are acked. Entries whose
 	// emits are not confirmed in time are not acked: they stay pending and
-	// are processed again (their emits may then be added twice). Not on a
-	// Redis Cluster: WAIT counts the writes of one connection to one node,
-	// and a flush writes through several.
+	// are processed again (their emits may then be added twice). On a
+	// Redis Cluster the emits go to each stream's master in a pipeline of
+	// their own, with a WAIT each: all must confirm.
 	WaitReplicas int
 	WaitTimeout  time.Duration
 
@@ -164,9 +164,6 @@ func (o *Options) setDefaults() error {
 	return nil
 }
 
-// ErrWaitOnCluster refuses WaitReplicas on a Redis Cluster.
-var ErrWaitOnCluster = errors.New("--wait-replicas is not available on a Redis Cluster yet: WAIT counts the writes of one connection to one node, and a consumer's flush writes through several; on one server or with Sentinel it is")
-
 // Stats counts what a Consumer did.
 type Stats struct {
 	Processed    int64 // calls that succeeded
@@ -221,9 +218,6 @@ type Consumer struct {
 func New(rdb redis.UniversalClient, rt Runtime, opts Options) (*Consumer, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
-	}
-	if _, ok := rdb.(*redis.ClusterClient); ok && opts.WaitReplicas > 0 {
-		return nil, ErrWaitOnCluster
 	}
 	log := opts.Logger.With("stream", opts.Stream, "group", opts.Group, "consumer", opts.Consumer)
 	c := &Consumer{rdb: rdb, rt: rt, opts: opts, log: log, redis: &outage{log: log}}
