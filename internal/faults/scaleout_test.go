@@ -291,19 +291,6 @@ func TestSeveralStreamsOneMasterKilled(t *testing.T) {
 	for _, f := range feeds {
 		f.halt()
 	}
-	// Per stream: sent, processed, pending, lost; and when each was
-	// processed.
-	done := map[string]int{}
-	times := map[string][]time.Time{}
-	scan(t, rdb, "results", func(m redis.XMessage) {
-		id := m.Values["id"].(string)
-		done[id]++
-		s, _, _ := strings.Cut(id, " ")
-		ms, _, _ := strings.Cut(m.ID, "-")
-		n, _ := strconv.ParseInt(ms, 10, 64)
-		times[s] = append(times[s], time.UnixMilli(n))
-	})
-	var lines []string
 	waitFor(t, 120*time.Second, "every stream drained", func() bool {
 		for _, s := range streams {
 			p, err := rdb.XPending(ctx, s, "g").Result()
@@ -313,8 +300,10 @@ func TestSeveralStreamsOneMasterKilled(t *testing.T) {
 		}
 		return true
 	})
-	done = map[string]int{}
-	times = map[string][]time.Time{}
+	// Per stream: sent, processed, lost; and when each was processed.
+	done := map[string]int{}
+	times := map[string][]time.Time{}
+	var lines []string
 	scan(t, rdb, "results", func(m redis.XMessage) {
 		id := m.Values["id"].(string)
 		done[id]++
