@@ -175,6 +175,9 @@ func TestSlotMigratedMidDrain(t *testing.T) {
 			t.Fatal(err)
 		}
 		target := masters[0]
+		if target == owner {
+			target = masters[1]
+		}
 		m, err := cl.Begin(ctx, redistest.Slot("in"), target)
 		if err != nil {
 			t.Fatal(err)
