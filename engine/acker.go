@@ -170,7 +170,7 @@ func (c *Consumer) flushPart(hard context.Context, batch []ack, bytes int64) {
 			c.forget(batch)
 			return
 		}
-		backoff(hard, n)
+		c.backoff(hard, n)
 	}
 }
 

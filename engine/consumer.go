@@ -195,12 +195,14 @@ type Consumer struct {
 	unreplicated                                    atomic.Int64
 	pending                                         int64
 
-	inflight inflight        // entries this consumer holds: read, not yet acked
-	attempts *attempts       // the attempt records of entries whose attempts matter after a stop
-	budget   *byteBudget     // bytes of the entries held in memory
-	retries  retryQueue      // failed entries waiting for their next attempt
-	redis    *outage         // logs Redis failures once per outage
-	entries  chan []*Message // to the workers, in chunks
+	inflight inflight    // entries this consumer holds: read, not yet acked
+	attempts *attempts   // the attempt records of entries whose attempts matter after a stop
+	budget   *byteBudget // bytes of the entries held in memory
+	retries  retryQueue  // failed entries waiting for their next attempt
+	redis    *outage     // logs Redis failures once per outage
+	// maxBackoff caps the wait between tries during an outage.
+	maxBackoff time.Duration
+	entries    chan []*Message // to the workers, in chunks
 
 	niceFailed  sync.Once // a failed WorkerNice is logged once
 	noHeartbeat sync.Once // so is a heartbeat refused
@@ -221,8 +223,10 @@ func New(rdb redis.UniversalClient, rt Runtime, opts Options) (*Consumer, error)
 	}
 	log := opts.Logger.With("stream", opts.Stream, "group", opts.Group, "consumer", opts.Consumer)
 	c := &Consumer{rdb: rdb, rt: rt, opts: opts, log: log, redis: &outage{log: log}}
+	c.maxBackoff = maxBackoff
 	if _, ok := rdb.(*redis.ClusterClient); ok {
 		c.redis.each = c.reroute
+		c.maxBackoff = clusterBackoff
 	}
 	c.inflight.m = map[string]time.Time{}
 	c.attempts = newAttempts(AttemptsKey(opts.Stream, opts.Group), opts.Concurrency)
@@ -593,11 +597,11 @@ func (o *outage) ok(sent time.Time) {
 	}
 }
 
-// backoff waits before retry n (0-based): 50ms doubling to maxBackoff, or
-// less if ctx is done first. It reports whether ctx is still live.
-func backoff(ctx context.Context, n int) bool {
+// backoff waits before retry n (0-based): 50ms doubling to c.maxBackoff,
+// or less if ctx is done first. It reports whether ctx is still live.
+func (c *Consumer) backoff(ctx context.Context, n int) bool {
 	d := 50 * time.Millisecond << min(n, 4)
-	d = min(d, maxBackoff)
+	d = min(d, c.maxBackoff)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -610,10 +614,18 @@ func backoff(ctx context.Context, n int) bool {
 
 // maxBackoff is the longest wait between two tries during an outage. It
 // bounds how long topix takes to notice that Redis is back, or that a
-// replica took over (a Cluster or Sentinel failover): reading resumes at
-// most this long after. Half a second of retries costs a down Redis a
-// refused connection per loop, nothing more.
-const maxBackoff = 500 * time.Millisecond
+// replica took over (a Sentinel failover): reading resumes at most this
+// long after. Half a second of retries costs a down Redis a refused
+// connection per loop, nothing more.
+//
+// On a Cluster it is clusterBackoff: there each failed try also asks for
+// the slot map to be reloaded, in the background, and the next try is the
+// first to use the new one; after a master died, reading resumes within
+// two tries of its replica's promotion.
+const (
+	maxBackoff     = 500 * time.Millisecond
+	clusterBackoff = 100 * time.Millisecond
+)
 
 func plural(n int64, word string) string {
 	if n == 1 {

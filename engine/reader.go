@@ -74,7 +74,7 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 			default:
 				c.redis.fail("reading the stream", err, sent)
 			}
-			if !backoff(stop, n) {
+			if !c.backoff(stop, n) {
 				return false
 			}
 			n++
