@@ -161,6 +161,10 @@ func (c *Consumer) flushPart(hard context.Context, batch []ack, bytes int64) {
 			// Most likely a slow link, not Redis gone: say so, not "Redis failed".
 			c.log.Warn("a flush got no answer in the time its size allows (a slow link?); sending again what Redis did not confirm",
 				"entries", len(batch), "emit_bytes", bytes, "timeout", timeout.Round(time.Millisecond).String(), "err", err)
+		} else if kind == errRedirect {
+			// A slot moved under the per-node pipelines of --wait-replicas:
+			// not an outage; the XADDs it refused are sent again.
+			c.reroute(err)
 		} else {
 			c.redis.fail("acking", err, sent)
 		}
