@@ -56,7 +56,10 @@ func startFeed(rdb redis.UniversalClient, stream string, rate int) *feed {
 				return
 			case <-tick.C:
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			// Short: go-redis's cluster pipeline retries a dead node until
+			// its context ends, and the flow must not stall longer than
+			// topix does.
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			pipe := rdb.Pipeline()
 			for k := range per {
 				pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: plain(i + k)})
