@@ -124,11 +124,13 @@ func longestGap(ts []time.Time, from time.Time) time.Duration {
 	return gap
 }
 
-// resumedAfter is the time from at to the first entry processed after it.
+// resumedAfter is the time from at to the first entry processed after it
+// (0 within the same millisecond: ids have millisecond times), or -1 when
+// none was.
 func resumedAfter(ts []time.Time, at time.Time) time.Duration {
 	for _, x := range ts {
 		if !x.Before(at.Truncate(time.Millisecond)) {
-			return x.Sub(at)
+			return max(0, x.Sub(at))
 		}
 	}
 	return -1
