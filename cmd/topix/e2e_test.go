@@ -23,9 +23,7 @@ import (
 // the given Redis.
 func topixCmd(t *testing.T, srv *redistest.Server, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), asTopix+"=1", "TOPIX_REDIS_URL="+srv.URL(), "NO_COLOR=1")
-	return cmd
+	return topixAt(t, srv.URL(), nil, args...)
 }
 
 func writeScript(t *testing.T, src string) string {

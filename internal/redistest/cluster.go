@@ -91,7 +91,7 @@ func (c *Cluster) form(masters, replicas int) error {
 		}
 		ids[i] = id
 	}
-	if err := c.waitAll(ctx, "every node to know every other", func(cl *redis.Client) bool {
+	if err := waitEach(ctx, c.Nodes, "every node to know every other", func(cl *redis.Client) bool {
 		nodes, err := cl.ClusterNodes(ctx).Result()
 		return err == nil && strings.Count(nodes, "\n") >= len(c.Nodes) && !strings.Contains(nodes, "handshake")
 	}); err != nil {
@@ -106,7 +106,7 @@ func (c *Cluster) form(masters, replicas int) error {
 			return fmt.Errorf("making %s a replica: %w", c.Nodes[r].Addr, err)
 		}
 	}
-	return c.waitAll(ctx, "the cluster to be ok with its replicas in sync", func(cl *redis.Client) bool {
+	return waitEach(ctx, c.Nodes, "the cluster to be ok with its replicas in sync", func(cl *redis.Client) bool {
 		info, err := cl.ClusterInfo(ctx).Result()
 		if err != nil || !strings.Contains(info, "cluster_state:ok") {
 			return false
@@ -118,10 +118,6 @@ func (c *Cluster) form(masters, replicas int) error {
 		nodes, err := cl.ClusterNodes(ctx).Result()
 		return err == nil && strings.Count(nodes, "slave ") == masters*replicas
 	})
-}
-
-func (c *Cluster) waitAll(ctx context.Context, what string, ok func(*redis.Client) bool) error {
-	return waitEach(ctx, c.Nodes, what, ok)
 }
 
 // waitEach polls ok on each server until it holds for all of them.
@@ -307,6 +303,25 @@ func (c *Cluster) Masters(ctx context.Context) ([]*Server, error) {
 		}
 	}
 	return out, nil
+}
+
+// OtherMaster returns a master that does not serve key's slot: where to
+// move it.
+func (c *Cluster) OtherMaster(ctx context.Context, key string) (*Server, error) {
+	owner, err := c.Owner(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	masters, err := c.Masters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range masters {
+		if m != owner {
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("no master but %s", owner.Addr)
 }
 
 func (c *Cluster) shardOf(ctx context.Context, slot int) (shard, error) {
