@@ -7,7 +7,7 @@ SHELL := /bin/bash
 all: lint test
 
 build: ## build bin/topix
-	$(GO) build -o bin/topix ./cmd/topix
+	$(GO) build -buildvcs=auto -o bin/topix ./cmd/topix
 
 test: redis-server ## the whole test suite, with the race detector
 	$(GO) test -race ./...

@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -68,6 +69,11 @@ type Config struct {
 	WaitReplicas int           `koanf:"wait_replicas"` // replicas that must have emits and dead letters (consumer) or entries (emit) before they count; 0: none
 	WaitTimeout  time.Duration `koanf:"wait_timeout"`  // how long to wait for them
 
+	// Observability (consumer).
+	HTTP      string `koanf:"http"`       // address to serve /metrics, /healthz, /readyz on; empty: none
+	HTTPDebug bool   `koanf:"http_debug"` // also serve /debug/pprof/
+	Stats     bool   `koanf:"stats"`      // keep the records topix stats reads (flag: --no-stats)
+
 	// Scripts (consumer, run, check).
 	Bytes       bool          `koanf:"bytes"`        // data as a dict of bytes, not str
 	MaxSteps    int64         `koanf:"max_steps"`    // Starlark steps one call may take
@@ -96,6 +102,7 @@ func Defaults() Config {
 		RetryBackoff:    time.Second,
 		WorkerNice:      10,
 		WaitTimeout:     time.Second,
+		Stats:           true,
 		MaxSteps:        100_000_000,
 		CallTimeout:     30 * time.Second,
 		Reload:          true,
@@ -116,7 +123,7 @@ func Keys() []string {
 func FlagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
 
 // negatedFlags are flags that set a key to false: --no-reload sets reload.
-var negatedFlags = map[string]string{"no-reload": "reload"}
+var negatedFlags = map[string]string{"no-reload": "reload", "no-stats": "stats"}
 
 // aliasFlags are other names of a key's flag: --consumer, the original
 // Topix's, sets name.
@@ -318,6 +325,11 @@ func (c Config) Validate() error {
 	}
 	if c.WorkerNice < 0 || c.WorkerNice > 19 {
 		return bad("worker_nice", "worker_nice %d: use 0 (same priority as the rest of topix) to 19 (the lowest)", c.WorkerNice)
+	}
+	if c.HTTP != "" {
+		if _, port, err := net.SplitHostPort(c.HTTP); err != nil || port == "" {
+			return bad("http", "http %q: give an address with a port, like 127.0.0.1:9090 (or :9090 for every interface)", c.HTTP)
+		}
 	}
 	if c.WaitReplicas < 0 || c.WaitReplicas > MaxWaitReplicas {
 		return bad("wait_replicas", "wait_replicas %d: use 0 (do not wait) to %d replicas", c.WaitReplicas, MaxWaitReplicas)

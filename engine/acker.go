@@ -19,7 +19,8 @@ type ack struct {
 	// part-way, only those Redis did not confirm, so that a retry does not
 	// add one twice.
 	emits []Emit
-	dead  bool     // the only emit is the entry's dead letter
+	dead  bool // the only emit is the entry's dead letter
+	why   DeadReason
 	msg   *Message // the entry, for its retry or dead letter if an emit fails; nil without emits
 }
 
@@ -249,6 +250,15 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 	}
 	adds := make([][]*redis.Cmd, len(withEmits)) // adds[k][j]: emits[j] of batch[withEmits[k]]; nil when they are invalid
 	var again, dead []ack
+	emitted, emitsFailed := 0, 0
+	defer func() {
+		if emitted > 0 {
+			c.obs.Emitted(emitted)
+		}
+		if emitsFailed > 0 {
+			c.obs.EmitsFailed(emitsFailed)
+		}
+	}()
 	for k, i := range withEmits {
 		a := &batch[i]
 		// All of an entry's emits are checked before any is sent: a runtime
@@ -261,6 +271,7 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 			}
 		}
 		if invalid != nil {
+			emitsFailed++
 			if d, ok := c.emitFailed(a, fmt.Errorf("invalid emit: %w", invalid)); ok {
 				dead = append(dead, d)
 			}
@@ -317,11 +328,12 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 			}
 		} else {
 			c.acked.Add(int64(len(plain)))
+			c.obs.Acked(len(plain))
 			c.inflight.remove(plain...)
 		}
 	}
 	ready := make([]string, 0, len(withEmits))
-	var readyDead int64
+	var readyDead [numDeadReasons]int64 // by reason
 	resent := 0
 	for k, i := range withEmits {
 		if i < 0 {
@@ -334,6 +346,9 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 			err := cmd.Err()
 			switch kind := classify(err); {
 			case kind == errNone:
+				if !a.dead {
+					emitted++
+				}
 			case retryable(kind):
 				unconfirmed = append(unconfirmed, a.emits[j])
 				fail(err)
@@ -341,6 +356,9 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 					resent++ // Redis may have added it before the connection failed
 				}
 			case refused == nil:
+				if !a.dead {
+					emitsFailed++
+				}
 				refused = fmt.Errorf("emit to stream %q failed: %w", a.emits[j].Stream, err)
 				if kind == errPermission {
 					refused = permission("XADD", a.emits[j].Stream, err)
@@ -358,7 +376,7 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 		default:
 			ready = append(ready, a.id)
 			if a.dead {
-				readyDead++
+				readyDead[a.why]++
 			}
 		}
 	}
@@ -378,7 +396,7 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 				c.inflight.remove(id)
 			}
 			ready = ready[:0]
-			readyDead = 0
+			readyDead = [numDeadReasons]int64{}
 		}
 	}
 	if resent > 0 {
@@ -409,8 +427,14 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 					again = append(again, ack{id: id}) // its emits are in; only the ack is missing
 				}
 			} else {
-				c.dead.Add(readyDead)
+				for r, n := range readyDead {
+					if n > 0 {
+						c.dead.Add(n)
+						c.obs.DeadLettered(DeadReason(r), int(n))
+					}
+				}
 				c.acked.Add(int64(len(ready)))
+				c.obs.Acked(len(ready))
 				c.inflight.remove(ready...)
 			}
 		}
@@ -508,7 +532,7 @@ func (c *Consumer) emitFailed(a *ack, err error) (ack, bool) {
 		wait := c.retryDelay(msg.Attempt)
 		c.log.Error("could not add the entry to the dead-letter stream; it stays pending and is tried again",
 			"id", a.id, "dead_letter", c.opts.DeadLetter, "err", err, "retry_in", wait.String())
-		c.retries.add(retry{id: a.id, attempt: msg.Attempt, failed: msg.failed, due: time.Now().Add(wait), deadReason: msg.deadReason})
+		c.retries.add(retry{id: a.id, attempt: msg.Attempt, failed: msg.failed, due: time.Now().Add(wait), deadReason: msg.deadReason, deadWhy: msg.deadWhy})
 		return ack{}, false
 	}
 	c.processed.Add(-1)

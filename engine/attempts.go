@@ -106,8 +106,9 @@ type attempts struct {
 }
 
 type runningSlot struct {
-	m atomic.Pointer[Message]
-	_ [56]byte
+	m    atomic.Pointer[Message]
+	done atomic.Int64 // Unix ns when the worker's last call ended (see State)
+	_    [48]byte
 }
 
 func newAttempts(key string, workers int) *attempts {

@@ -128,22 +128,6 @@ func aliveKey(stream, group, consumer string) string {
 	return slotPrefix(stream) + ":topix:alive:" + group + ":" + consumer
 }
 
-// heartbeat sets this consumer's heartbeat key, to expire three claim
-// periods from now: pruners leave a consumer alone while it exists.
-// Without the permission to set it the consumer runs on; only a pruner
-// relying on idle time alone could then remove it while it owns nothing,
-// which loses nothing.
-func (c *Consumer) heartbeat(ctx context.Context) {
-	ttl := max(3*c.period(), 3*time.Second)
-	err := c.rdb.Set(ctx, aliveKey(c.opts.Stream, c.opts.Group, c.opts.Consumer), "1", ttl).Err()
-	if err != nil && classify(err) == errPermission {
-		c.noHeartbeat.Do(func() {
-			c.log.Warn("cannot set the heartbeat key; consumers with --prune-idle may remove this one while it waits for entries (it loses nothing: it owns none then)",
-				"key", aliveKey(c.opts.Stream, c.opts.Group, c.opts.Consumer), "err", err)
-		})
-	}
-}
-
 // claimLoop claims entries idle too long in any consumer's pending list,
 // and prunes idle consumers when asked to, until stop.
 func (c *Consumer) claimLoop(stop, hard context.Context) {
@@ -151,7 +135,9 @@ func (c *Consumer) claimLoop(stop, hard context.Context) {
 	tick(stop, c.period(), func() {
 		ctx, cancel := c.opCtx(ctx)
 		defer cancel()
-		c.heartbeat(ctx)
+		if !c.opts.Records {
+			c.heartbeat(ctx) // with Records, reportLoop does, more often
+		}
 		sent := time.Now()
 		// Claim only what the workers can start soon: entries claimed into
 		// a full queue would wait here instead of elsewhere.
@@ -242,6 +228,7 @@ func (c *Consumer) checkOwner(ctx context.Context, id string, now time.Time) {
 		return
 	}
 	if owner[0].Consumer != c.opts.Consumer {
+		c.obs.LeaseLost(1)
 		c.log.Warn("an entry in progress was claimed by another consumer; it may be processed twice", "id", id, "owner", owner[0].Consumer)
 	}
 }
@@ -275,6 +262,8 @@ func (c *Consumer) reclaim(stop, hard context.Context) error {
 					c.attempts.forget([]string{fmt.Sprint(id)})
 				}
 				c.acked.Add(int64(len(gone)))
+				c.obs.Acked(len(gone))
+				c.obs.Gone(len(gone))
 				c.log.Warn("removed pending entries whose data was deleted or trimmed before they were processed", "ids", gone)
 			}
 		}
@@ -289,7 +278,7 @@ func (c *Consumer) reclaim(stop, hard context.Context) error {
 			c.loadRecords(ctx, msgs)
 			c.claimed.Add(int64(len(msgs)))
 			c.log.Info("claimed idle entries from the group's pending lists", "entries", len(msgs), "idle_at_least", c.opts.ClaimIdle.String())
-			if !c.deliver(ctx, hard, msgs) {
+			if !c.deliver(ctx, hard, msgs, FromClaimed) {
 				return nil
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,6 +83,16 @@ type Options struct {
 	// their own, with a WAIT each: all must confirm.
 	WaitReplicas int
 	WaitTimeout  time.Duration
+
+	// Observer, if set, is told what the consumer does, for metrics.
+	Observer Observer
+
+	// Records, when set, makes the consumer keep the small records of
+	// report.go in Redis (a heartbeat with Describe's Presence, per-minute
+	// counts, the group's registry entry) that `topix stats` and the web
+	// page read. They are bounded and expire, and never delay an entry.
+	Records  bool
+	Describe func() Presence
 
 	Logger *slog.Logger // default slog.Default()
 }
@@ -190,6 +201,7 @@ type Consumer struct {
 	rt   Runtime
 	opts Options
 	log  *slog.Logger
+	obs  Observer
 
 	processed, failed, dead, claimed, acked, resent atomic.Int64
 	unreplicated                                    atomic.Int64
@@ -209,6 +221,11 @@ type Consumer struct {
 
 	seen position // where this consumer last saw the group
 
+	phase    atomic.Int32 // a Phase
+	noGroup  atomic.Bool  // the last read found the group gone
+	progress atomic.Int64 // Unix ns of the last progress of a loop (see State)
+	rep      reporter     // what the last report of the records sent
+
 	stopBy atomic.Int64 // when a stop began: its deadline, in Unix ns (see opCtx)
 
 	stopRun context.CancelFunc // stops the run as a signal would
@@ -222,7 +239,11 @@ func New(rdb redis.UniversalClient, rt Runtime, opts Options) (*Consumer, error)
 		return nil, err
 	}
 	log := opts.Logger.With("stream", opts.Stream, "group", opts.Group, "consumer", opts.Consumer)
-	c := &Consumer{rdb: rdb, rt: rt, opts: opts, log: log, redis: &outage{log: log}}
+	c := &Consumer{rdb: rdb, rt: rt, opts: opts, log: log, obs: opts.Observer, redis: &outage{log: log}}
+	if c.obs == nil {
+		c.obs = nopObserver{}
+	}
+	c.rep.host, _ = os.Hostname()
 	c.maxBackoff = maxBackoff
 	if _, ok := rdb.(*redis.ClusterClient); ok {
 		c.redis.each = c.reroute
@@ -274,10 +295,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		handlers[i] = h
 	}
+	defer c.phase.Store(int32(PhaseStopped))
 	if err := c.ensureGroup(ctx); err != nil {
 		return err
 	}
+	c.rep.started = time.Now()
 	c.heartbeat(ctx)
+	c.advanced()
+	c.phase.Store(int32(PhaseRunning))
 	c.log.Info("consuming", "workers", c.opts.Concurrency, "batch", c.opts.Batch, "batch_bytes", c.opts.BatchBytes,
 		"claim_idle", c.opts.ClaimIdle.String(), "max_attempts", c.opts.MaxAttempts, "dead_letter", c.opts.DeadLetter,
 		"worker_nice", c.opts.WorkerNice)
@@ -287,6 +312,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
 	stopTimer := context.AfterFunc(ctx, func() {
+		c.phase.Store(int32(PhaseDraining))
 		c.log.Info("stopping: finishing the entries already read", "timeout", c.opts.ShutdownTimeout.String())
 		c.stopBy.Store(time.Now().Add(c.opts.ShutdownTimeout).UnixNano())
 		time.AfterFunc(c.opts.ShutdownTimeout, cancelHard)
@@ -316,6 +342,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	var lease sync.WaitGroup
 	lease.Go(func() { c.leaseLoop(leasing) })
 	lease.Go(func() { c.markLoop(leasing) })
+	if c.opts.Records {
+		lease.Go(func() { c.reportLoop(leasing) })
+	}
 	ackerDone := make(chan struct{})
 	go func() {
 		defer close(ackerDone)
@@ -386,6 +415,7 @@ func (c *Consumer) work(hard context.Context, w int, h Handler, acks chan<- []ac
 			})
 		}
 	}
+	var calls []Call // of the chunk, for the Observer
 	for {
 		var chunk []*Message
 		select {
@@ -401,7 +431,7 @@ func (c *Consumer) work(hard context.Context, w int, h Handler, acks chan<- []ac
 		}
 		done := make([]ack, 0, len(chunk))
 		for _, msg := range chunk {
-			a, ok := c.process(hard, w, h, msg)
+			a, ok := c.process(hard, w, h, msg, &calls)
 			switch {
 			case ok && msg.redelivered:
 				// An entry delivered again after a stop is acked before the
@@ -413,6 +443,11 @@ func (c *Consumer) work(hard context.Context, w int, h Handler, acks chan<- []ac
 			}
 		}
 		c.budget.release(sizeOf(chunk))
+		if len(calls) > 0 {
+			c.obs.Calls(calls)
+			calls = calls[:0]
+		}
+		c.advanced()
 		if len(done) > 0 {
 			acks <- done
 		}
@@ -420,7 +455,7 @@ func (c *Consumer) work(hard context.Context, w int, h Handler, acks chan<- []ac
 }
 
 // process runs one entry and says what to ack for it, if anything now.
-func (c *Consumer) process(hard context.Context, w int, h Handler, msg *Message) (ack, bool) {
+func (c *Consumer) process(hard context.Context, w int, h Handler, msg *Message, calls *[]Call) (ack, bool) {
 	if hard.Err() != nil {
 		c.inflight.remove(msg.ID) // shutdown timed out: it stays pending for the next start
 		return ack{}, false
@@ -430,13 +465,14 @@ func (c *Consumer) process(hard context.Context, w int, h Handler, msg *Message)
 	case msg.deadReason != "":
 		// Its dead letter was refused before: try adding it again, without
 		// another call.
-		return ack{id: msg.ID, emits: []Emit{c.deadLetter(msg, errors.New(msg.deadReason))}, dead: true, msg: msg}, true
+		return ack{id: msg.ID, emits: []Emit{c.deadLetter(msg, errors.New(msg.deadReason))}, dead: true, why: msg.deadWhy, msg: msg}, true
 	case msg.redelivered && msg.Attempt > int64(c.opts.MaxAttempts):
 		// Its attempts are used up, and the last did not end: its
 		// consumer stopped while processing it. Calling it again might
 		// end this one too.
 		started := msg.Attempt - 1
 		msg.Attempt = started
+		msg.deadWhy = DeadCrashed
 		res.Err = fmt.Errorf("the consumer stopped while processing it %d %s, in %d %s (it died, was killed, or a shutdown cut the call short)",
 			started-msg.failed, plural(started-msg.failed, "time"), started, plural(started, "attempt"))
 	case msg.redelivered && !c.recordStart(context.WithoutCancel(hard), msg):
@@ -446,8 +482,13 @@ func (c *Consumer) process(hard context.Context, w int, h Handler, msg *Message)
 		return ack{}, false
 	default:
 		c.attempts.running[w].m.Store(msg)
+		start := time.Now()
 		res = h.Handle(hard, msg)
+		end := time.Now()
 		c.attempts.running[w].m.Store(nil)
+		c.attempts.running[w].done.Store(end.UnixNano())
+		ms, _ := splitID(msg.ID)
+		*calls = append(*calls, Call{Result: resultOf(res.Err), Duration: end.Sub(start), Age: start.Sub(time.UnixMilli(int64(ms)))})
 	}
 	if res.Err == nil {
 		c.processed.Add(1)
@@ -476,11 +517,15 @@ func (c *Consumer) failCall(hard context.Context, msg *Message, err error) (ack,
 	case rejected || last:
 		c.log.Warn("entry failed; sending it to the dead-letter stream", append(attrs, "dead_letter", c.opts.DeadLetter)...)
 		msg.deadReason = err.Error()
-		return ack{id: msg.ID, emits: []Emit{c.deadLetter(msg, err)}, dead: true, msg: msg}, true
+		if rejected {
+			msg.deadWhy = DeadRejected
+		}
+		return ack{id: msg.ID, emits: []Emit{c.deadLetter(msg, err)}, dead: true, why: msg.deadWhy, msg: msg}, true
 	default:
 		wait := c.retryDelay(msg.Attempt)
 		c.log.Warn("entry failed; it stays pending and is retried", append(attrs, "retry_in", wait.String())...)
 		// Recorded, so that a stop before the retry does not forget it.
+		c.obs.Retried(1)
 		c.attempts.enqueue(msg.ID, record{msg.Attempt, msg.failed + 1})
 		c.retries.add(retry{id: msg.ID, attempt: msg.Attempt, failed: msg.failed + 1, due: time.Now().Add(wait)})
 	}
@@ -507,6 +552,7 @@ func (c *Consumer) finish() {
 	defer cancel()
 	ctx, cancelOp := c.opCtx(ctx)
 	defer cancelOp()
+	c.finalReport(ctx)
 	pending, err := deleteConsumerIfIdle(ctx, c.rdb, c.opts.Stream, c.opts.Group, c.opts.Consumer)
 	c.pending = pending
 	switch {
@@ -557,9 +603,11 @@ func (c *Consumer) loopFailed(what, command, key string, err error, sent time.Ti
 type outage struct {
 	log       *slog.Logger
 	mu        sync.Mutex
-	since     time.Time // when the current outage was first seen; zero when none
-	last      time.Time // when it was last logged
-	recovered time.Time // when the last outage ended
+	since     time.Time     // when the current outage was first seen; zero when none
+	last      time.Time     // when it was last logged
+	recovered time.Time     // when the last outage ended
+	count     int64         // outages so far
+	total     time.Duration // how long the ended ones lasted
 	// each, if set, is told of every failure, logged or not: a cluster
 	// client reloads its slot map then (Consumer.reroute).
 	each func(error)
@@ -578,6 +626,7 @@ func (o *outage) fail(what string, err error, sent time.Time) {
 			return // part of the outage that just ended
 		}
 		o.since, o.last = now, now
+		o.count++
 		o.log.Error("Redis failed; retrying with backoff", "while", what, "err", err)
 		return
 	}
@@ -593,8 +642,21 @@ func (o *outage) ok(sent time.Time) {
 	defer o.mu.Unlock()
 	if !o.since.IsZero() && !sent.Before(o.since) {
 		o.log.Info("Redis works again", "after", time.Since(o.since).Round(time.Millisecond))
+		o.total += time.Since(o.since)
 		o.since, o.recovered = time.Time{}, time.Now()
 	}
+}
+
+// state returns when the current outage began (zero if none), the
+// outages so far and their total duration, the current one's included.
+func (o *outage) state() (since time.Time, count int64, total time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	total = o.total
+	if !o.since.IsZero() {
+		total += time.Since(o.since)
+	}
+	return o.since, o.count, total
 }
 
 // backoff waits before retry n (0-based): 50ms doubling to c.maxBackoff,

@@ -129,6 +129,7 @@ func (c *Consumer) recreateGroup(ctx context.Context) {
 		}
 		c.log.Error("the consumer group is gone and could not be created again", "err", err)
 	case created:
+		c.obs.GroupRecreated()
 		c.log.Warn("the consumer group was gone (destroyed, or the stream deleted or Redis emptied); created it again",
 			"start", start, "why", why)
 	}

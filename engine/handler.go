@@ -33,10 +33,11 @@ type Message struct {
 	Attempt int64
 	Fields  []topix.Field
 
-	redelivered bool   // delivered again after a stop: its attempts come from its record
-	failed      int64  // calls on it known to have ended in a failure
-	size        int64  // bytes of the reply it was read from that it holds
-	deadReason  string // set once it is to be dead-lettered: why
+	redelivered bool       // delivered again after a stop: its attempts come from its record
+	failed      int64      // calls on it known to have ended in a failure
+	size        int64      // bytes of the reply it was read from that it holds
+	deadReason  string     // set once it is to be dead-lettered: why
+	deadWhy     DeadReason // and the kind of why, for the Observer
 }
 
 // Emit is an entry that a call asks to add to a stream. It is added only

@@ -60,6 +60,7 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 		rctx, cancel := c.opCtx(ctx)
 		msgs, err := c.readGroup(rctx, cursor, count, &buf)
 		cancel()
+		c.advanced()
 		if err != nil {
 			if perm := c.permanent("XREADGROUP", c.opts.Stream, err); perm != nil {
 				c.stopWith(perm)
@@ -67,6 +68,7 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 			}
 			switch classify(err) {
 			case errNoGroup:
+				c.noGroup.Store(true)
 				c.recreateGroup(ctx)
 			case errUnblocked:
 				// The key was deleted or replaced while the read waited, not
@@ -82,6 +84,9 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 		}
 		n = 0
 		c.redis.ok(sent)
+		if c.noGroup.Load() {
+			c.noGroup.Store(false)
+		}
 		count = c.nextCount(count, msgs)
 		// From here the entries are this consumer's: lease them at once,
 		// even while they wait for a worker.
@@ -97,7 +102,11 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 			cursor = msgs[len(msgs)-1].ID
 			c.loadRecords(ctx, msgs)
 		}
-		if !c.deliver(ctx, hard, msgs) {
+		src := FromNew
+		if cursor != ">" {
+			src = FromOwn
+		}
+		if !c.deliver(ctx, hard, msgs, src) {
 			return false
 		}
 	}
@@ -108,7 +117,7 @@ func (c *Consumer) readLoop(ctx, stop, hard context.Context, from string) bool {
 // workers, in chunks that spread a batch over them. An entry whose data is
 // gone is acked away instead. It returns false if hard ended the
 // hand-over; the entries not handed over stay pending.
-func (c *Consumer) deliver(ctx, hard context.Context, msgs []*Message) bool {
+func (c *Consumer) deliver(ctx, hard context.Context, msgs []*Message, src Source) bool {
 	live := msgs[:0:0]
 	var held int64
 	for _, m := range msgs {
@@ -120,6 +129,9 @@ func (c *Consumer) deliver(ctx, hard context.Context, msgs []*Message) bool {
 		}
 	}
 	c.budget.take(held)
+	if len(live) > 0 {
+		c.obs.Received(src, len(live))
+	}
 	size := max(1, (len(live)+2*c.opts.Concurrency-1)/(2*c.opts.Concurrency))
 	for start := 0; start < len(live); start += size {
 		select {
@@ -248,6 +260,8 @@ func (c *Consumer) ackDeleted(ctx context.Context, id string) {
 		return
 	}
 	c.acked.Add(1)
+	c.obs.Acked(1)
+	c.obs.Gone(1)
 	c.log.Warn("acked away a pending entry whose data was deleted or trimmed before it was processed", "id", id)
 }
 

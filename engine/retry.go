@@ -35,6 +35,7 @@ type retry struct {
 	// deadReason, when set, is why the entry is dead-lettered: its dead
 	// letter was refused, and only that is tried again, without a call.
 	deadReason string
+	deadWhy    DeadReason
 }
 
 func (q *retryQueue) add(r retry) {
@@ -158,7 +159,7 @@ func (c *Consumer) redeliver(ctx, hard context.Context, ready []retry) bool {
 		r := attempts[m.ID]
 		m.Attempt, m.failed = r.attempt+1, r.failed
 		if r.deadReason != "" {
-			m.Attempt, m.deadReason = r.attempt, r.deadReason
+			m.Attempt, m.deadReason, m.deadWhy = r.attempt, r.deadReason, r.deadWhy
 		}
 		delete(attempts, m.ID)
 	}
@@ -166,7 +167,8 @@ func (c *Consumer) redeliver(ctx, hard context.Context, ready []retry) bool {
 	for id := range attempts { // not returned: its data is gone
 		c.inflight.remove(id)
 		c.attempts.forget([]string{id})
+		c.obs.Gone(1)
 		c.log.Warn("an entry waiting for a retry was deleted or trimmed from the stream; nothing is left to process", "id", id)
 	}
-	return c.deliver(ctx, hard, msgs)
+	return c.deliver(ctx, hard, msgs, FromRetry)
 }

@@ -169,6 +169,7 @@ func (r *Runtime) reload() {
 	cur := r.script.Load()
 	s, err := Compile(cur.Path, cur.Func, r.env)
 	if err != nil {
+		r.reloadsFailed.Add(1)
 		msgs := []string{err.Error()}
 		var ce *CompileError
 		if errors.As(err, &ce) {
@@ -184,5 +185,6 @@ func (r *Runtime) reload() {
 	}
 	s.Generation = cur.Generation + 1
 	r.script.Store(s)
+	r.reloadsOK.Add(1)
 	log.Info("script reloaded", "script", s.Path, "generation", s.Generation)
 }

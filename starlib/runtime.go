@@ -19,6 +19,8 @@ import (
 type Runtime struct {
 	env    *Env
 	script atomic.Pointer[Script]
+
+	reloadsOK, reloadsFailed atomic.Int64
 }
 
 // NewRuntime returns a Runtime that runs s.
@@ -30,6 +32,18 @@ func NewRuntime(s *Script, env *Env) *Runtime {
 
 // Script returns the version of the script that new calls run.
 func (r *Runtime) Script() *Script { return r.script.Load() }
+
+// Version returns the running script's path and hash.
+func (r *Runtime) Version() (path, hash string) {
+	s := r.script.Load()
+	return s.Path, s.Hash
+}
+
+// Reloads returns how many reloads swapped a new version in, and how many
+// failed (it did not compile; the previous version runs on).
+func (r *Runtime) Reloads() (ok, failed int64) {
+	return r.reloadsOK.Load(), r.reloadsFailed.Load()
+}
 
 // NewHandler returns the handler of one worker.
 func (r *Runtime) NewHandler(worker int) (engine.Handler, error) {
@@ -86,7 +100,8 @@ func (h *handler) Handle(ctx context.Context, msg *engine.Message) engine.Result
 	deadline := h.guard.begin(ctx, env.callTimeout())
 
 	_, err := starlark.Call(h.thread, s.fn, args, nil)
-	if why := h.guard.end(deadline); why != "" && err == nil {
+	why := h.guard.end(deadline)
+	if why != "" && err == nil {
 		err = errors.New(why)
 	}
 
@@ -94,10 +109,37 @@ func (h *handler) Handle(ctx context.Context, msg *engine.Message) engine.Result
 	h.call = call{}
 	h.args = [2]starlark.Value{}
 	if err != nil {
-		return engine.Result{Err: runError(err)}
+		return engine.Result{Err: h.limited(runError(err), why)}
 	}
 	return engine.Result{Emits: emits}
 }
+
+// limited marks err with the limit that stopped the call, if one did: the
+// watchdog's why (the call timeout, the memory ceiling), or the step limit.
+func (h *handler) limited(err error, why string) error {
+	kind := engine.CallError
+	switch {
+	case why == h.guard.timeout:
+		kind = engine.CallTimeout
+	case strings.HasPrefix(why, memoryExceeded):
+		kind = engine.CallMemory
+	case why == "" && h.thread.ExecutionSteps() >= h.rt.env.maxSteps():
+		kind = engine.CallStepLimit
+	default:
+		return err
+	}
+	return &limitError{err, kind}
+}
+
+// limitError is the error of a call that a limit stopped.
+type limitError struct {
+	err  error
+	kind engine.CallResult
+}
+
+func (e *limitError) Error() string                 { return e.err.Error() }
+func (e *limitError) Unwrap() error                 { return e.err }
+func (e *limitError) CallResult() engine.CallResult { return e.kind }
 
 // entryDict converts an entry's fields to the dict a consumer gets: str
 // keys and values (bytes with asBytes) holding the exact bytes, in the

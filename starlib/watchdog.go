@@ -180,6 +180,9 @@ func (w *watchdog) loop() {
 	}
 }
 
+// memoryExceeded starts the error of a call the memory ceiling stopped.
+const memoryExceeded = "memory limit exceeded"
+
 // checkMemory cancels every run in flight when the heap is above the
 // ceiling. Which call allocated the memory cannot be known; stopping them
 // all is what keeps the process alive, and their entries are retried like
@@ -201,7 +204,7 @@ func (w *watchdog) checkMemory(heap []metrics.Sample, live []*guard) {
 	if used <= w.maxMemory {
 		return
 	}
-	reason := fmt.Sprintf("memory limit exceeded: the heap reached %s, above the --max-memory of %s",
+	reason := fmt.Sprintf(memoryExceeded+": the heap reached %s, above the --max-memory of %s",
 		formatBytes(used), formatBytes(w.maxMemory))
 	for _, g := range live {
 		if n := g.run.Load(); g.cancel(n, reason) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/topix-dev/topix/config"
 	"github.com/topix-dev/topix/internal/logging"
+	"github.com/topix-dev/topix/internal/version"
 )
 
 // Exit codes; the README lists them.
@@ -67,7 +68,7 @@ func run(ctx context.Context, args, env []string, stdin io.Reader, stdout, stder
 	var ee *exitError
 	if !errors.As(err, &ee) && strings.HasPrefix(err.Error(), "unknown command ") {
 		// cobra's own: the command line is wrong.
-		err = usagef("%s; the commands are consumer, emit, replay, run, check and dev (see 'topix --help')", err)
+		err = usagef("%s; the commands are consumer, emit, replay, run, check, dev, stats and version (see 'topix --help')", err)
 	}
 	fmt.Fprintf(stderr, "topix: %s\n", oneLine(err))
 	if errors.As(err, &ee) {
@@ -113,7 +114,10 @@ TOPIX_* environment variables (TOPIX_REDIS_URL, TOPIX_CONCURRENCY, ...), flags.`
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usagef("%s; see '%s --help'", err, cmd.CommandPath())
 	})
-	root.AddCommand(a.consumerCommand(), a.emitCommand(), a.replayCommand(), a.runCommand(), a.checkCommand(), a.devCommand())
+	root.AddCommand(a.consumerCommand(), a.emitCommand(), a.replayCommand(), a.runCommand(), a.checkCommand(), a.devCommand(),
+		a.statsCommand(), a.versionCommand())
+	root.Version = version.Get().Short()
+	root.SetVersionTemplate(version.Get().String())
 	return root
 }
 

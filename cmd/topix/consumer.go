@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -13,6 +15,9 @@ import (
 
 	"github.com/topix-dev/topix/config"
 	"github.com/topix-dev/topix/engine"
+	"github.com/topix-dev/topix/inspect"
+	"github.com/topix-dev/topix/internal/version"
+	"github.com/topix-dev/topix/metrics"
 	"github.com/topix-dev/topix/starlib"
 )
 
@@ -81,6 +86,9 @@ does, is one stop).`,
 	f.Int(config.FlagName("worker_nice"), d.WorkerNice, "run the scripts this much lower in CPU priority (nice) than reading and acking, so busy scripts do not starve a Redis on the same machine; 0 keeps one priority (Linux) [$TOPIX_WORKER_NICE]")
 	addWaitFlags(cmd, "its emits and dead letters before it acks the entry")
 	f.Bool("no-reload", !d.Reload, "do not reload the script when its files change [$TOPIX_RELOAD=false]")
+	f.String(config.FlagName("http"), d.HTTP, "serve /metrics (Prometheus), /healthz and /readyz on this address, like 127.0.0.1:9090; off by default [$TOPIX_HTTP]")
+	f.Bool(config.FlagName("http_debug"), d.HTTPDebug, "with --http, also serve Go's profiles on /debug/pprof/ [$TOPIX_HTTP_DEBUG]")
+	f.Bool("no-stats", !d.Stats, "do not keep the small records in Redis that topix stats reads: heartbeat, per-minute counts, registry (docs/operations.md) [$TOPIX_STATS=false]")
 	addScriptFlags(cmd)
 	return cmd
 }
@@ -103,17 +111,42 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 		return err
 	}
 
+	// The address is taken before Redis is touched: a port in use is a
+	// mistake to report at once.
+	var listener net.Listener
+	if cfg.HTTP != "" {
+		if listener, err = metrics.Listen(cfg.HTTP); err != nil {
+			return usagef("cannot serve --http on %s: %s; pick another address", cfg.HTTP, listenReason(err))
+		}
+		defer listener.Close()
+	}
+
 	tuneGC(a.env)
 	ctx, stop := a.signalContext(log)
 	defer stop()
+
+	rt := starlib.NewRuntime(script, env)
+	var mx *metrics.Metrics
+	var srv *metrics.Server
+	if listener != nil {
+		mx = metrics.New(stream, group, cfg.CallTimeout)
+		// The loops may go quiet for a whole call, and a read's block.
+		srv = metrics.NewServer(mx, max(time.Minute, 2*cfg.CallTimeout+cfg.Block), cfg.HTTPDebug, log)
+		go func() {
+			if err := srv.Serve(ctx, listener); err != nil {
+				log.Error("the --http server stopped", "err", err)
+			}
+		}()
+		log.Info("serving metrics and health", "http", "http://"+listener.Addr().String()+"/metrics")
+	}
+
 	rdb, err := connect(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
 
-	rt := starlib.NewRuntime(script, env)
-	c, err := engine.New(rdb, rt, engine.Options{
+	opts := engine.Options{
 		Stream:          stream,
 		Group:           group,
 		Consumer:        cfg.ConsumerName(),
@@ -131,10 +164,27 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 		WorkerNice:      cfg.WorkerNice,
 		WaitReplicas:    cfg.WaitReplicas,
 		WaitTimeout:     cfg.WaitTimeout,
-		Logger:          log,
-	})
+		Records:         cfg.Stats,
+		Describe: func() engine.Presence {
+			path, hash := rt.Version()
+			return engine.Presence{Version: version.Get().Short(), Script: path, ScriptHash: hash}
+		},
+		Logger: log,
+	}
+	if mx != nil {
+		opts.Observer = mx
+	}
+	c, err := engine.New(rdb, rt, opts)
 	if err != nil {
 		return usageError(err)
+	}
+	if mx != nil {
+		dead := cfg.DeadLetter
+		if dead == "" {
+			dead = stream + ":dead"
+		}
+		mx.Watch(c, rt, inspect.New(rdb), stream, group, inspect.Options{DeadLetter: dead, ClaimIdle: cfg.ClaimIdle})
+		srv.Attach(c)
 	}
 	ceiling, source := cfg.MemoryCeiling()
 	log.Debug("script loaded", "script", script.Path, "func", script.Func,
@@ -157,6 +207,23 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	return nil
+}
+
+// listenReason says why an address could not be listened on, without
+// Go's "listen tcp ...:" prefix.
+func listenReason(err error) string {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		err = oe.Err
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "address already in use"):
+		return "the address is in use (another topix, or another program, serves there)"
+	case strings.Contains(msg, "permission denied"):
+		return "permission denied (ports below 1024 need privileges)"
+	}
+	return msg
 }
 
 // signalContext returns a context cancelled by the first SIGINT, SIGTERM

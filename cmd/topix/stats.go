@@ -1,0 +1,341 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	"github.com/topix-dev/topix/inspect"
+	"github.com/topix-dev/topix/internal/version"
+)
+
+func (a *app) statsCommand() *cobra.Command {
+	var asJSON bool
+	var watch time.Duration
+	var pending int
+	cmd := &cobra.Command{
+		Use:   "stats [STREAM [GROUP]]",
+		Short: "Show how far behind consumer groups are, what is stuck and who consumes",
+		Long: `Show the state of consumer groups, read from Redis.
+
+With no arguments: every group topix consumers have used (they register
+themselves; see docs/operations.md). With STREAM: every group of that stream.
+Each group shows its state (active: a consumer is alive; stalled: none is,
+with work waiting; idle: none is, nothing waits), consumers alive/registered,
+lag (entries not yet delivered; ~ when estimated), lag age (how old the oldest
+of them is), pending (delivered, not acked), the oldest pending entry's age,
+stuck (pending entries idle longer than the claim idle), dead letters, the
+rate of entries processed and of failed calls over the last minute, and the
+stream's length.
+
+With STREAM GROUP, also the group's consumers (host, pid, version, script,
+workers, busy, pending, idle, last heartbeat, uptime, status: alive, or gone
+and owning N pending, claimable in ...), its oldest pending entries and its
+dead letters counted by reason.
+
+--json prints one object (field names are stable; times are RFC 3339,
+durations seconds). --watch redraws every INTERVAL (default 2s) on a terminal,
+and prints one JSON object per interval otherwise.`,
+		Example: `  topix stats
+  topix stats orders billing
+  topix stats orders billing --json
+  topix stats --watch 5s`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 2 {
+				return usagef("stats takes at most STREAM and GROUP, got %d arguments; see 'topix stats --help'", len(args))
+			}
+			for _, arg := range args {
+				if arg == "" {
+					return usagef("an empty stream or group name; see 'topix stats --help'")
+				}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("watch") && watch < 100*time.Millisecond {
+				return usagef("--watch %s: use an interval of at least 100ms, like 2s", watch)
+			}
+			if pending < 0 || pending > 1000 {
+				return usagef("--pending %d: use 0 to 1000", pending)
+			}
+			cfg, _, err := a.load(cmd)
+			if err != nil {
+				return err
+			}
+			ctx, stop := a.signalContext(discardWarn{})
+			defer stop()
+			rdb, err := connect(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			s := statsRun{in: inspect.New(rdb), args: args, pending: pending}
+			if !cmd.Flags().Changed("watch") {
+				rep, err := s.read(ctx)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(a.stdout, rep)
+				}
+				rep.text(a.stdout)
+				return nil
+			}
+			term := false
+			if f, ok := a.stdout.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+				term = !asJSON
+			}
+			t := time.NewTicker(watch)
+			defer t.Stop()
+			for {
+				rep, err := s.read(ctx)
+				if ctx.Err() != nil {
+					return nil
+				}
+				var ee *exitError
+				if errors.As(err, &ee) && ee.code == exitUsage {
+					return err
+				}
+				switch {
+				case term:
+					fmt.Fprint(a.stdout, "\x1b[H\x1b[2J")
+					if err != nil {
+						fmt.Fprintf(a.stdout, "%s  %s\n", time.Now().Format(time.TimeOnly), oneLine(err))
+					} else {
+						rep.text(a.stdout)
+					}
+				case err != nil:
+					_ = writeJSON(a.stdout, map[string]any{"time": time.Now().UTC(), "error": oneLine(err)})
+				default:
+					_ = writeJSON(a.stdout, rep)
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+				}
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, "print JSON: one object, or one per interval with --watch")
+	f.DurationVar(&watch, "watch", 2*time.Second, "read again every INTERVAL until interrupted")
+	f.Lookup("watch").NoOptDefVal = "2s"
+	f.IntVar(&pending, "pending", 10, "with STREAM GROUP, how many of the oldest pending entries to list")
+	return cmd
+}
+
+// discardWarn is the logger of a signal context that has nothing to say.
+type discardWarn struct{}
+
+func (discardWarn) Warn(string, ...any) {}
+
+// statsReport is what topix stats prints; its JSON field names are stable.
+type statsReport struct {
+	Time      time.Time              `json:"time"`
+	Version   string                 `json:"version"`
+	Groups    []inspect.Group        `json:"groups"`
+	Consumers []inspect.Consumer     `json:"consumers,omitempty"`
+	Pending   []inspect.PendingEntry `json:"pending,omitempty"`
+	Dead      []inspect.Reason       `json:"dead_letter_reasons,omitempty"`
+	single    bool
+}
+
+type statsRun struct {
+	in      *inspect.Inspector
+	args    []string
+	pending int
+}
+
+func (s statsRun) read(ctx context.Context) (statsReport, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rep := statsReport{Time: time.Now().UTC(), Version: version.Get().Short(), Groups: []inspect.Group{}}
+	var refs []inspect.Ref
+	var err error
+	switch len(s.args) {
+	case 0:
+		refs, err = s.in.Groups(ctx)
+	case 1:
+		refs, err = s.in.StreamGroups(ctx, s.args[0])
+	default:
+		refs = []inspect.Ref{{Stream: s.args[0], Group: s.args[1]}}
+		rep.single = true
+	}
+	if err != nil {
+		return rep, statsError(err, s.args)
+	}
+	for _, r := range refs {
+		g, err := s.in.Group(ctx, r.Stream, r.Group, inspect.Options{})
+		if err != nil {
+			return rep, statsError(err, s.args)
+		}
+		rep.Groups = append(rep.Groups, g)
+	}
+	if !rep.single {
+		return rep, nil
+	}
+	g := rep.Groups[0]
+	if g.State == "missing" {
+		return rep, usagef("stream %q has no group %q (or no such stream); 'topix stats %s' lists its groups", g.Stream, g.Group, quoteArg(g.Stream))
+	}
+	claimIdle := time.Duration(g.ClaimIdle * float64(time.Second))
+	if rep.Consumers, err = s.in.Consumers(ctx, g.Stream, g.Group, claimIdle); err != nil {
+		return rep, statsError(err, s.args)
+	}
+	if s.pending > 0 {
+		if rep.Pending, err = s.in.Pending(ctx, g.Stream, g.Group, s.pending); err != nil {
+			return rep, statsError(err, s.args)
+		}
+	}
+	if rep.Dead, err = s.in.DeadLetters(ctx, g.DeadLetter, g.Group); err != nil {
+		return rep, statsError(err, s.args)
+	}
+	return rep, nil
+}
+
+// statsError maps a failed read to its exit code: a stream that does not
+// exist is a bad argument; Redis failing is exit 3.
+func statsError(err error, args []string) error {
+	if errors.Is(err, inspect.ErrNoStream) {
+		return usagef("%s; 'topix stats' lists the groups topix consumers have used", err)
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		return &exitError{exitRedis, fmt.Errorf("Redis refused a read: %w", err)}
+	}
+	return &exitError{exitRedis, fmt.Errorf("cannot read from Redis: %w", err)}
+}
+
+func quoteArg(s string) string {
+	if strings.ContainsAny(s, " \t'\"$\\") {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// text prints the report as tables.
+func (r statsReport) text(w io.Writer) {
+	if len(r.Groups) == 0 {
+		fmt.Fprintln(w, "no groups: no topix consumer has reported here yet (or all ran with --no-stats); 'topix stats STREAM' lists a stream's groups")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "STREAM\tGROUP\tSTATE\tCONSUMERS\tLAG\tLAG AGE\tPENDING\tOLDEST PENDING\tSTUCK\tDEAD LETTERS\tRATE/S\tERRORS/S\tLENGTH")
+	for _, g := range r.Groups {
+		if g.State == "missing" {
+			fmt.Fprintf(tw, "%s\t%s\tmissing\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\n", g.Stream, g.Group)
+			continue
+		}
+		lag := strconv.FormatInt(g.Lag, 10)
+		if !g.LagExact {
+			lag = "~" + lag
+		}
+		stuck := strconv.FormatInt(g.Stuck, 10)
+		if g.StuckCapped {
+			stuck += "+"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%d\t%s\t%s\t%d\t%.1f\t%.1f\t%d\n", g.Stream, g.Group, g.State, g.Alive, g.Consumers,
+			lag, age(g.LagAge), g.Pending, age(g.OldestPending), stuck, g.DeadLetters, g.Rate, g.ErrorRate, g.Length)
+	}
+	tw.Flush()
+	if !r.single {
+		return
+	}
+	g := r.Groups[0]
+	fmt.Fprintf(w, "\nconsumers of %s %s:\n", g.Stream, g.Group)
+	if len(r.Consumers) == 0 {
+		fmt.Fprintln(w, "  none")
+	} else {
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  NAME\tHOST\tPID\tVERSION\tSCRIPT\tHASH\tWORKERS\tBUSY\tPENDING\tIDLE\tHEARTBEAT\tUPTIME\tSTATUS")
+		for _, c := range r.Consumers {
+			beat, hash := "-", "-"
+			if c.LastHeartbeat != nil {
+				beat = age(time.Since(*c.LastHeartbeat).Seconds()) + " ago"
+			}
+			if c.ScriptHash != "" {
+				hash = c.ScriptHash[:min(12, len(c.ScriptHash))]
+			}
+			status := c.Status
+			if c.Pending > 0 && c.Status != "alive" {
+				if c.ClaimableIn > 0 {
+					status += ", claimable in " + age(c.ClaimableIn)
+				} else {
+					status += ", claimable now"
+				}
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", c.Name, dash(c.Host), dashInt(c.PID), dash(c.Version),
+				dash(c.Script), hash, dashInt(c.Workers), c.Busy, c.Pending, age(c.Idle), beat, age(c.Uptime), status)
+		}
+		tw.Flush()
+	}
+	if len(r.Pending) > 0 {
+		fmt.Fprintln(w, "\noldest pending entries:")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  ID\tAGE\tIDLE\tOWNER\tDELIVERIES\tFIELDS")
+		for _, p := range r.Pending {
+			fields := "(deleted)"
+			if p.Fields != nil {
+				fields = fieldsJSON(p.Fields)
+				if len(fields) > 60 {
+					fields = fields[:57] + "..."
+				}
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\n", p.ID, age(p.Age), age(p.Idle), p.Owner, p.Deliveries, fields)
+		}
+		tw.Flush()
+	}
+	fmt.Fprintf(w, "\ndead letters in %s: %d\n", g.DeadLetter, g.DeadLetters)
+	for _, d := range r.Dead {
+		fmt.Fprintf(w, "  %6d  %s\n", d.Count, d.Reason)
+	}
+}
+
+// age formats seconds as a short duration; "-" for none.
+func age(s float64) string {
+	if s <= 0 {
+		return "-"
+	}
+	d := time.Duration(s * float64(time.Second))
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	case d < 24*time.Hour:
+		return d.Round(time.Second).String()
+	}
+	return fmt.Sprintf("%dd%s", d/(24*time.Hour), (d % (24 * time.Hour)).Round(time.Hour))
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func dashInt(n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.Itoa(n)
+}

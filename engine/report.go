@@ -1,0 +1,202 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The records a consumer keeps in Redis for `topix stats` and the web page
+// when Options.Records is set. None is on the correctness path: they are
+// written every ReportEvery in a pipeline of their own, a failure to write
+// them changes nothing for the entries, and every one of them expires.
+// All but the registry hash to the stream's Cluster slot.
+//
+//	key                                   type    holds                                         expires
+//	{S}:topix:alive:G:C                   string  consumer C's Heartbeat, JSON                  3 claim periods, at least 15s
+//	{S}:topix:group:G                     hash    the group's settings: dead_letter, claim_idle  7 days after the last write
+//	{S}:topix:minute:G:M                  hash    counts of minute M (Unix minutes): processed,  2 hours
+//	                                              failed, dead_lettered, acked; script (hash)
+//	topix:groups                          zset    ["S","G"] of every group, by last report      members after 7 days; 10,000 newest kept
+//
+// {S} is the stream's slot prefix (the stream itself when it has a hash
+// tag, {S} otherwise). Without Options.Records only the alive key is
+// written, holding "1": --prune-idle relies on it.
+const (
+	ReportEvery = 5 * time.Second
+	RegistryKey = "topix:groups"
+
+	minuteTTL      = 2 * time.Hour
+	groupTTL       = 7 * 24 * time.Hour
+	registryMax    = 10000
+	registryMaxAge = 7 * 24 * time.Hour
+)
+
+// HeartbeatKey is the key of consumer's heartbeat in group on stream.
+func HeartbeatKey(stream, group, consumer string) string { return aliveKey(stream, group, consumer) }
+
+// GroupKey is the hash of a group's settings, as its consumers last
+// reported them.
+func GroupKey(stream, group string) string { return slotPrefix(stream) + ":topix:group:" + group }
+
+// MinuteKey is the hash of a group's counts in minute (Unix time / 60).
+func MinuteKey(stream, group string, minute int64) string {
+	return slotPrefix(stream) + ":topix:minute:" + group + ":" + strconv.FormatInt(minute, 10)
+}
+
+// RegistryMember is the member of RegistryKey naming stream's group.
+func RegistryMember(stream, group string) string {
+	b, _ := json.Marshal([2]string{stream, group})
+	return string(b)
+}
+
+// Fields of the group and minute hashes.
+const (
+	FieldDeadLetter   = "dead_letter"
+	FieldClaimIdle    = "claim_idle_ms"
+	FieldProcessed    = "processed"
+	FieldFailed       = "failed"
+	FieldDeadLettered = "dead_lettered"
+	FieldAcked        = "acked"
+	FieldScript       = "script"
+)
+
+// Heartbeat is what a consumer says of itself every ReportEvery.
+type Heartbeat struct {
+	Host       string    `json:"host"`
+	PID        int       `json:"pid"`
+	Version    string    `json:"version,omitempty"`
+	Script     string    `json:"script,omitempty"`
+	ScriptHash string    `json:"script_hash,omitempty"`
+	Workers    int       `json:"workers"`
+	Busy       int       `json:"busy"`
+	ClaimIdle  float64   `json:"claim_idle"` // seconds
+	Started    time.Time `json:"started"`
+	Beat       time.Time `json:"beat"`
+	// TTL is the key's expiry when written, in seconds: a reader tells how
+	// long ago it was written from what is left of it (PTTL), without
+	// trusting the clocks of two machines.
+	TTL   float64 `json:"ttl"`
+	Every float64 `json:"every"` // seconds between two heartbeats
+}
+
+// Presence is what a runtime adds to a consumer's heartbeat: which build
+// runs which script. It is asked for at every report, so a reloaded
+// script shows.
+type Presence struct {
+	Version    string
+	Script     string
+	ScriptHash string
+}
+
+// reporter remembers what the last report sent.
+type reporter struct {
+	started time.Time
+	host    string
+	sent    [4]int64 // processed, failed, dead, acked, as of the last report that went through
+}
+
+// heartbeatTTL is how long a heartbeat outlives its consumer.
+func (c *Consumer) heartbeatTTL() time.Duration {
+	ttl := max(3*c.period(), 3*time.Second)
+	if c.opts.Records {
+		ttl = max(ttl, 3*ReportEvery)
+	}
+	return ttl
+}
+
+// heartbeat sets this consumer's heartbeat key, to expire heartbeatTTL
+// from now: pruners leave a consumer alone while it exists. With Records,
+// it holds the consumer's Heartbeat, and the rest of the report goes in
+// the same pipeline. Without the permission to set it the consumer runs
+// on; only a pruner relying on idle time alone could then remove it while
+// it owns nothing, which loses nothing.
+func (c *Consumer) heartbeat(ctx context.Context) {
+	key := aliveKey(c.opts.Stream, c.opts.Group, c.opts.Consumer)
+	var err error
+	if c.opts.Records {
+		err = c.report(ctx, key)
+	} else {
+		err = c.rdb.Set(ctx, key, "1", c.heartbeatTTL()).Err()
+	}
+	if err != nil && classify(err) == errPermission {
+		c.noHeartbeat.Do(func() {
+			c.log.Warn("cannot write the heartbeat and stats records (the ACL user may not write them); consumers with --prune-idle may remove this one while it waits for entries (it loses nothing: it owns none then), and topix stats shows it as gone",
+				"key", key, "err", err)
+		})
+	}
+}
+
+// report writes the heartbeat, the minute's counts, the group's settings
+// and its registry entry in one pipeline.
+func (c *Consumer) report(ctx context.Context, key string) error {
+	now := time.Now()
+	hb := Heartbeat{
+		Host: c.rep.host, PID: os.Getpid(), Workers: c.opts.Concurrency, Busy: c.State().InFlight,
+		ClaimIdle: c.opts.ClaimIdle.Seconds(), Started: c.rep.started.UTC(), Beat: now.UTC(),
+		TTL: c.heartbeatTTL().Seconds(), Every: c.reportEvery().Seconds(),
+	}
+	if c.opts.Describe != nil {
+		p := c.opts.Describe()
+		hb.Version, hb.Script, hb.ScriptHash = p.Version, p.Script, p.ScriptHash
+	}
+	val, _ := json.Marshal(hb)
+	counts := [4]int64{c.processed.Load(), c.failed.Load(), c.dead.Load(), c.acked.Load()}
+	minute := MinuteKey(c.opts.Stream, c.opts.Group, now.Unix()/60)
+	group := GroupKey(c.opts.Stream, c.opts.Group)
+
+	pipe := c.rdb.Pipeline()
+	pipe.Set(ctx, key, val, c.heartbeatTTL())
+	for i, f := range [4]string{FieldProcessed, FieldFailed, FieldDeadLettered, FieldAcked} {
+		if d := counts[i] - c.rep.sent[i]; d != 0 {
+			pipe.HIncrBy(ctx, minute, f, d)
+		}
+	}
+	if hb.ScriptHash != "" {
+		pipe.HSet(ctx, minute, FieldScript, hb.ScriptHash)
+	}
+	pipe.Expire(ctx, minute, minuteTTL)
+	pipe.HSet(ctx, group, FieldDeadLetter, c.opts.DeadLetter, FieldClaimIdle, c.opts.ClaimIdle.Milliseconds())
+	pipe.Expire(ctx, group, groupTTL)
+	pipe.ZAdd(ctx, RegistryKey, redis.Z{Score: float64(now.Unix()), Member: RegistryMember(c.opts.Stream, c.opts.Group)})
+	pipe.ZRemRangeByScore(ctx, RegistryKey, "-inf", strconv.FormatInt(now.Add(-registryMaxAge).Unix(), 10))
+	pipe.ZRemRangeByRank(ctx, RegistryKey, 0, -registryMax-1)
+	cmds, err := pipe.Exec(ctx)
+	if err != nil {
+		for _, cmd := range cmds {
+			if cmd.Err() != nil {
+				return cmd.Err()
+			}
+		}
+		return err
+	}
+	c.rep.sent = counts
+	return nil
+}
+
+// reportLoop reports every ReportEvery until done, and once more at the
+// end, for the counts of the last seconds.
+func (c *Consumer) reportLoop(done context.Context) {
+	ctx := context.WithoutCancel(done)
+	tick(done, c.reportEvery(), func() {
+		ctx, cancel := c.opCtx(ctx)
+		defer cancel()
+		c.heartbeat(ctx)
+	})
+}
+
+func (c *Consumer) reportEvery() time.Duration { return min(ReportEvery, c.period()) }
+
+// finalReport sends the counts not yet reported and removes the heartbeat:
+// the consumer is gone.
+func (c *Consumer) finalReport(ctx context.Context) {
+	key := aliveKey(c.opts.Stream, c.opts.Group, c.opts.Consumer)
+	if c.opts.Records && c.report(ctx, key) != nil {
+		return
+	}
+	c.rdb.Del(ctx, key)
+}
