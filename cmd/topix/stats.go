@@ -46,12 +46,14 @@ dead letters counted by reason.
 
 --json prints one object (field names are stable; times are RFC 3339,
 durations seconds). --watch redraws every INTERVAL (default 2s) on a terminal,
-and prints one JSON object per interval otherwise.`,
+and prints one JSON object per interval otherwise; "--watch 5s" takes 5s as
+the interval (a stream named like a duration needs "--watch=2s 5s").`,
 		Example: `  topix stats
   topix stats orders billing
   topix stats orders billing --json
   topix stats --watch 5s`,
 		Args: func(cmd *cobra.Command, args []string) error {
+			args = watchInterval(cmd, args, &watch)
 			if len(args) > 2 {
 				return usagef("stats takes at most STREAM and GROUP, got %d arguments; see 'topix stats --help'", len(args))
 			}
@@ -63,6 +65,7 @@ and prints one JSON object per interval otherwise.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			args = watchInterval(cmd, args, &watch)
 			if cmd.Flags().Changed("watch") && watch < 100*time.Millisecond {
 				return usagef("--watch %s: use an interval of at least 100ms, like 2s", watch)
 			}
@@ -134,6 +137,21 @@ and prints one JSON object per interval otherwise.`,
 	f.Lookup("watch").NoOptDefVal = "2s"
 	f.IntVar(&pending, "pending", 10, "with STREAM GROUP, how many of the oldest pending entries to list")
 	return cmd
+}
+
+// watchInterval takes the interval of a "--watch 5s" written with a
+// space: the flag's value is optional, so the parser left 5s among the
+// arguments.
+func watchInterval(cmd *cobra.Command, args []string, watch *time.Duration) []string {
+	f := cmd.Flags().Lookup("watch")
+	if !f.Changed || f.Value.String() != f.NoOptDefVal && *watch != 2*time.Second || len(args) == 0 {
+		return args
+	}
+	if d, err := time.ParseDuration(args[0]); err == nil {
+		*watch = d
+		return args[1:]
+	}
+	return args
 }
 
 // discardWarn is the logger of a signal context that has nothing to say.
@@ -252,8 +270,8 @@ func (r statsReport) text(w io.Writer) {
 		if g.StuckCapped {
 			stuck += "+"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%d\t%s\t%s\t%d\t%.1f\t%.1f\t%d\n", g.Stream, g.Group, g.State, g.Alive, g.Consumers,
-			lag, age(g.LagAge), g.Pending, age(g.OldestPending), stuck, g.DeadLetters, g.Rate, g.ErrorRate, g.Length)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%d\n", g.Stream, g.Group, g.State, g.Alive, g.Consumers,
+			lag, age(g.LagAge), g.Pending, age(g.OldestPending), stuck, g.DeadLetters, rate(g.Rate), rate(g.ErrorRate), g.Length)
 	}
 	tw.Flush()
 	if !r.single {
@@ -324,6 +342,19 @@ func age(s float64) string {
 		return d.Round(time.Second).String()
 	}
 	return fmt.Sprintf("%dd%s", d/(24*time.Hour), (d % (24 * time.Hour)).Round(time.Hour))
+}
+
+// rate formats a rate per second with the digits that matter.
+func rate(r float64) string {
+	switch {
+	case r == 0:
+		return "0"
+	case r < 1:
+		return strconv.FormatFloat(r, 'f', 2, 64)
+	case r < 100:
+		return strconv.FormatFloat(r, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(r, 'f', 0, 64)
 }
 
 func dash(s string) string {
