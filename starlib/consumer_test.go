@@ -194,6 +194,12 @@ func TestHotReload(t *testing.T) {
 			if !strings.Contains(l.logs.String(), "msg=\"script reloaded\" script="+path+" generation=2") {
 				t.Errorf("no reload record in the log:\n%s", l.logs.String())
 			}
+			if ok, failed := l.rt.Reloads(); ok != 1 || failed != 0 {
+				t.Errorf("reloads: %d ok, %d failed; want 1 and 0", ok, failed)
+			}
+			if p, h := l.rt.Version(); p != path || h != l.rt.Script().Hash {
+				t.Errorf("Version() = %s %s", p, h)
+			}
 		})
 	}
 }
@@ -232,6 +238,9 @@ func TestBrokenEditKeepsThePreviousVersion(t *testing.T) {
 	// Fixing the file brings the new version in.
 	writeFile(t, path, strings.ReplaceAll(strings.Replace(version, "%s", out, 1), "%s", "2"))
 	redistest.WaitFor(t, 5*time.Second, "generation 2", func() bool { return l.rt.Script().Generation == 2 })
+	if ok, failed := l.rt.Reloads(); ok != 1 || failed < 2 {
+		t.Errorf("reloads: %d ok, %d failed; want 1 and at least 2", ok, failed)
+	}
 }
 
 func TestBurstOfWritesReloadsOnce(t *testing.T) {

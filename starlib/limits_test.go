@@ -136,6 +136,9 @@ def ok():
 			if res.Err == nil || !strings.Contains(res.Err.Error(), "memory limit exceeded") {
 				t.Fatalf("err = %v, want the memory limit", res.Err)
 			}
+			if k := kindOf(res.Err); k != engine.CallMemory {
+				t.Errorf("counted as %s, want memory", k)
+			}
 			runtime.GC()
 		})
 	}

@@ -168,6 +168,9 @@ def consumer(data):
 	if res.Err == nil || !strings.Contains(res.Err.Error(), "cancelled") {
 		t.Fatalf("err = %v, want the call cancelled", res.Err)
 	}
+	if k := kindOf(res.Err); k != engine.CallError {
+		t.Errorf("a cancelled call counted as %s, want error", k)
+	}
 	if res := h.Handle(context.Background(), &engine.Message{Fields: []topix.Field{{Name: "k", Value: "v"}}}); res.Err != nil {
 		t.Errorf("the next call on the same thread failed: %v", res.Err)
 	}
@@ -259,6 +262,24 @@ func TestStepBudget(t *testing.T) {
 	if res.Err == nil || !strings.Contains(res.Err.Error(), "the call took more than the step budget (10000 steps)") {
 		t.Fatalf("err = %v, want the step budget", res.Err)
 	}
+	if k := kindOf(res.Err); k != engine.CallStepLimit {
+		t.Errorf("counted as %s, want step_limit", k)
+	}
+	// A script's own error that reads like one is an error.
+	s, env, _, _ = compile(t, "def consumer(data):\n    fail(\"the call took more than the step budget (10000 steps)\")\n", "consumer")
+	env.MaxSteps = 10000
+	if k := kindOf(handle(t, s, env, &engine.Message{}).Err); k != engine.CallError {
+		t.Errorf("fail() counted as %s, want error", k)
+	}
+}
+
+// kindOf returns how the engine counts a call that failed with err.
+func kindOf(err error) engine.CallResult {
+	var k interface{ CallResult() engine.CallResult }
+	if errors.As(err, &k) {
+		return k.CallResult()
+	}
+	return engine.CallError
 }
 
 func TestCallTimeout(t *testing.T) {
@@ -272,6 +293,13 @@ func TestCallTimeout(t *testing.T) {
 	res := h.Handle(context.Background(), &engine.Message{})
 	if res.Err == nil || !strings.Contains(res.Err.Error(), "the call took longer than the call timeout (50ms)") {
 		t.Fatalf("err = %v, want the call timeout", res.Err)
+	}
+	if k := kindOf(res.Err); k != engine.CallTimeout {
+		t.Errorf("counted as %s, want timeout", k)
+	}
+	var bt interface{ Backtrace() string }
+	if !errors.As(res.Err, &bt) {
+		t.Error("the timeout lost its backtrace")
 	}
 }
 
