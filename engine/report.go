@@ -117,23 +117,30 @@ func (c *Consumer) heartbeatTTL() time.Duration {
 // it owns nothing, which loses nothing.
 func (c *Consumer) heartbeat(ctx context.Context) {
 	key := aliveKey(c.opts.Stream, c.opts.Group, c.opts.Consumer)
-	var err error
+	var err, recErr error
 	if c.opts.Records {
-		err = c.report(ctx, key)
+		err, recErr = c.report(ctx, key)
 	} else {
 		err = c.rdb.Set(ctx, key, "1", c.heartbeatTTL()).Err()
 	}
 	if err != nil && classify(err) == errPermission {
 		c.noHeartbeat.Do(func() {
-			c.log.Warn("cannot write the heartbeat and stats records (the ACL user may not write them); consumers with --prune-idle may remove this one while it waits for entries (it loses nothing: it owns none then), and topix stats shows it as gone",
+			c.log.Warn("cannot set the heartbeat key; consumers with --prune-idle may remove this one while it waits for entries (it loses nothing: it owns none then), and topix stats shows it as gone",
 				"key", key, "err", err)
+		})
+	}
+	if recErr != nil && classify(recErr) == errPermission {
+		c.noRecords.Do(func() {
+			c.log.Warn("cannot write the records topix stats reads (the ACL user may not); the consumer runs on, and topix stats misses some of its figures (--no-stats stops trying)",
+				"err", recErr)
 		})
 	}
 }
 
 // report writes the heartbeat, the minute's counts, the group's settings
-// and its registry entry in one pipeline.
-func (c *Consumer) report(ctx context.Context, key string) error {
+// and its registry entry in one pipeline. It returns the heartbeat's error
+// and the first of the others'.
+func (c *Consumer) report(ctx context.Context, key string) (beatErr, recErr error) {
 	now := time.Now()
 	hb := Heartbeat{
 		Host: c.rep.host, PID: os.Getpid(), Workers: c.opts.Concurrency, Busy: c.State().InFlight,
@@ -150,10 +157,11 @@ func (c *Consumer) report(ctx context.Context, key string) error {
 	group := GroupKey(c.opts.Stream, c.opts.Group)
 
 	pipe := c.rdb.Pipeline()
-	pipe.Set(ctx, key, val, c.heartbeatTTL())
+	beat := pipe.Set(ctx, key, val, c.heartbeatTTL())
+	var incrs []*redis.IntCmd
 	for i, f := range [4]string{FieldProcessed, FieldFailed, FieldDeadLettered, FieldAcked} {
 		if d := counts[i] - c.rep.sent[i]; d != 0 {
-			pipe.HIncrBy(ctx, minute, f, d)
+			incrs = append(incrs, pipe.HIncrBy(ctx, minute, f, d))
 		}
 	}
 	if hb.ScriptHash != "" {
@@ -165,17 +173,20 @@ func (c *Consumer) report(ctx context.Context, key string) error {
 	pipe.ZAdd(ctx, RegistryKey, redis.Z{Score: float64(now.Unix()), Member: RegistryMember(c.opts.Stream, c.opts.Group)})
 	pipe.ZRemRangeByScore(ctx, RegistryKey, "-inf", strconv.FormatInt(now.Add(-registryMaxAge).Unix(), 10))
 	pipe.ZRemRangeByRank(ctx, RegistryKey, 0, -registryMax-1)
-	cmds, err := pipe.Exec(ctx)
-	if err != nil {
-		for _, cmd := range cmds {
-			if cmd.Err() != nil {
-				return cmd.Err()
-			}
-		}
-		return err
+	cmds, _ := pipe.Exec(ctx)
+	counted := true // the counts went in: the next report adds what came after
+	for _, cmd := range incrs {
+		counted = counted && cmd.Err() == nil
 	}
-	c.rep.sent = counts
-	return nil
+	if counted {
+		c.rep.sent = counts
+	}
+	for _, cmd := range cmds {
+		if cmd != beat && cmd.Err() != nil {
+			return beat.Err(), cmd.Err()
+		}
+	}
+	return beat.Err(), nil
 }
 
 // reportLoop reports every ReportEvery until done, and once more at the
@@ -195,8 +206,10 @@ func (c *Consumer) reportEvery() time.Duration { return min(ReportEvery, c.perio
 // the consumer is gone.
 func (c *Consumer) finalReport(ctx context.Context) {
 	key := aliveKey(c.opts.Stream, c.opts.Group, c.opts.Consumer)
-	if c.opts.Records && c.report(ctx, key) != nil {
-		return
+	if c.opts.Records {
+		if beatErr, _ := c.report(ctx, key); beatErr != nil {
+			return
+		}
 	}
 	c.rdb.Del(ctx, key)
 }

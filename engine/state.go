@@ -23,8 +23,9 @@ type State struct {
 	Waiting  int // failed entries waiting for their next attempt
 
 	// Progress is when a loop last did something: a read came back (with
-	// entries or without, or failed and will be retried) or a call ended.
-	// A consumer whose Progress is old is stuck.
+	// entries or without, or failed and will be retried), a worker finished
+	// a chunk of entries or, with an Observer, a call ended. A consumer
+	// whose Progress is older than its longest call is stuck.
 	Progress time.Time
 }
 

@@ -38,8 +38,8 @@ type Metrics struct {
 	received    [4]prometheus.Counter // by engine.Source
 	claims      prometheus.Counter
 	calls       [6]prometheus.Counter // by engine.CallResult
-	duration    prometheus.Observer
-	age         prometheus.Observer
+	duration    *histogram
+	age         *histogram
 	acks        prometheus.Counter
 	retries     prometheus.Counter
 	dead        [3]prometheus.Counter // by engine.DeadReason
@@ -70,7 +70,7 @@ func New(stream, group string, callTimeout time.Duration) *Metrics {
 	}
 	m.duration = f.histogram("topix_call_duration_seconds", "How long the calls took.", durationBuckets(callTimeout))
 	m.age = f.histogram("topix_entry_age_seconds", "The age of entries when their call started: now minus the time in their id.",
-		[]float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600, 6 * 3600, 86400})
+		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 600, 1800, 3600, 6 * 3600, 86400})
 	m.acks = f.counter("topix_acks_total", "Entries acked, dead-lettered ones and those whose data was gone included.")
 	m.retries = f.counter("topix_retries_total", "Failed calls whose entry stays pending, to be called again after its backoff.")
 	dead := f.counterVec("topix_dead_letters_total", "Entries added to the dead-letter stream, by reason: attempts (the last failed), rejected (dead_letter() in the script), crashed (attempts used up by calls that never ended).", "reason")
@@ -121,11 +121,14 @@ func (m *Metrics) Received(s engine.Source, n int) {
 // their entries' ages.
 func (m *Metrics) Calls(calls []engine.Call) {
 	var by [6]int
+	var durations, ages tally
 	for i := range calls {
 		by[calls[i].Result]++
-		m.duration.Observe(calls[i].Duration.Seconds())
-		m.age.Observe(calls[i].Age.Seconds())
+		m.duration.observe(&durations, calls[i].Duration.Seconds())
+		m.age.observe(&ages, calls[i].Age.Seconds())
 	}
+	m.duration.add(&durations)
+	m.age.add(&ages)
 	for r, n := range by {
 		if n > 0 {
 			m.calls[r].Add(float64(n))
@@ -172,8 +175,8 @@ func (f factory) counterVec(name, help, label string) *prometheus.CounterVec {
 	return c
 }
 
-func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
-	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, ConstLabels: f.labels, Buckets: buckets})
+func (f factory) histogram(name, help string, buckets []float64) *histogram {
+	h := newHistogram(name, help, buckets, f.labels)
 	f.reg.MustRegister(h)
 	return h
 }

@@ -1,9 +1,13 @@
 package metrics
 
 import (
+	"math"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/topix-dev/topix/engine"
 )
@@ -39,5 +43,29 @@ func TestReadyReasons(t *testing.T) {
 		if got := Ready(c.st); got != c.want {
 			t.Errorf("Ready(%+v) = %q, want %q", c.st, got, c.want)
 		}
+	}
+}
+
+func TestHistogramCountsAChunkAtATime(t *testing.T) {
+	h := newHistogram("h_seconds", "a test", []float64{1e-4, 1e-3, 1}, nil)
+	var tl tally
+	for _, v := range []float64{0.00005, 0.0001, 0.0002, 1, 100} {
+		h.observe(&tl, v)
+	}
+	h.add(&tl)
+	h.add(&tally{}) // an empty chunk changes nothing
+	ch := make(chan prometheus.Metric, 1)
+	h.Collect(ch)
+	var m dto.Metric
+	if err := (<-ch).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	got := m.GetHistogram()
+	var cum []uint64
+	for _, b := range got.GetBucket() {
+		cum = append(cum, b.GetCumulativeCount())
+	}
+	if got.GetSampleCount() != 5 || math.Abs(got.GetSampleSum()-101.00035) > 1e-9 || !slices.Equal(cum, []uint64{2, 3, 4}) {
+		t.Errorf("count %d, sum %v, cumulative buckets %v; want 5, 101.00035, [2 3 4]", got.GetSampleCount(), got.GetSampleSum(), cum)
 	}
 }

@@ -54,13 +54,19 @@ The group is created when missing (with the stream), starting at --start: 0,
 the default, means entries added before the first start are processed too.
 On start, the consumer first takes the entries it owns and never acked.
 
+--http 127.0.0.1:9464 serves Prometheus metrics on /metrics, liveness on
+/healthz (a Redis outage does not fail it) and readiness on /readyz; topix
+stats reads what consumers record in Redis (--no-stats turns that off). See
+docs/operations.md.
+
 SIGINT, SIGTERM or SIGHUP stops reading, finishes the entries already read,
 flushes the acks and removes the consumer from the group if it owns no
 pending entries, all within --shutdown-timeout. A second signal, 300ms or
 more after the first, exits at once (one sent twice in a row, as timeout(1)
 does, is one stop).`,
 		Example: `  topix consumer orders billing app.star
-  topix consumer orders billing app.star:bill --concurrency 8 --name billing-1`,
+  topix consumer orders billing app.star:bill --concurrency 8 --name billing-1
+  topix consumer orders billing app.star --http 127.0.0.1:9464`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 3 {
 				return usagef("consumer needs 3 arguments, STREAM GROUP SCRIPT.star[:FUNC], got %d; see 'topix consumer --help'", len(args))
