@@ -6,6 +6,10 @@
 // Handler.
 //
 //	stream --XREADGROUP--> reader --chan--> workers (Handler) --chan--> acker --XADD+XACK--> stream
+//
+// What it does can be watched: an Observer (observer.go) is told counts as
+// they happen, State says what it is doing now, and with Options.Records it
+// keeps the small records of report.go in Redis, which package inspect reads.
 package engine
 
 import (

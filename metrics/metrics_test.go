@@ -69,3 +69,17 @@ func TestHistogramCountsAChunkAtATime(t *testing.T) {
 		t.Errorf("count %d, sum %v, cumulative buckets %v; want 5, 101.00035, [2 3 4]", got.GetSampleCount(), got.GetSampleSum(), cum)
 	}
 }
+
+// BenchmarkCalls is the Observer's cost per call on the per-entry path: a
+// chunk of 20 calls told at once, as a worker does.
+func BenchmarkCalls(b *testing.B) {
+	m := New("s", "g", 30*time.Second)
+	calls := make([]engine.Call, 20)
+	for i := range calls {
+		calls[i] = engine.Call{Duration: time.Duration(i) * 7 * time.Microsecond, Age: time.Duration(i) * time.Millisecond}
+	}
+	b.ResetTimer()
+	for range b.N / len(calls) {
+		m.Calls(calls)
+	}
+}

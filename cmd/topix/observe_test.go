@@ -461,3 +461,79 @@ func TestStatsAfterAKill(t *testing.T) {
 		}
 	}
 }
+
+// TestStatsWatchPrintsOneObjectPerInterval: not on a terminal, --watch
+// prints one JSON object per interval, until interrupted (exit 0).
+func TestStatsWatchPrintsOneObjectPerInterval(t *testing.T) {
+	d := drain(t, 10, 1)
+	watch := topixCmd(t, d.srv, "stats", "s", "g", "--watch", "100ms")
+	out, err := watch.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = watch.Process.Kill() })
+	lines := make(chan string)
+	go func() {
+		dec := json.NewDecoder(out)
+		for {
+			var rep statsReport
+			if dec.Decode(&rep) != nil {
+				close(lines)
+				return
+			}
+			lines <- fmt.Sprintf("%s %d %s", rep.Groups[0].State, rep.Groups[0].DeadLetters, rep.Consumers[0].Status)
+		}
+	}()
+	for i := range 3 {
+		select {
+		case l, ok := <-lines:
+			if !ok || l != "active 1 alive" {
+				t.Fatalf("object %d: %q (open: %v), want the group active, 1 dead letter, c1 alive", i, l, ok)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("object %d did not come within 10s", i)
+		}
+	}
+	if err := watch.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, watch, 10*time.Second); code != 0 {
+		t.Errorf("exit %d after SIGINT, want 0", code)
+	}
+}
+
+// TestProfilesOnlyWithHTTPDebug: /debug/pprof/ is served with
+// --http-debug only.
+func TestProfilesOnlyWithHTTPDebug(t *testing.T) {
+	d := drain(t, 10, 1)
+	resp, err := http.Get("http://" + d.addr + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without --http-debug: %s, want 404", resp.Status)
+	}
+	port, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	dbg := topixCmd(t, d.srv, "consumer", "s", "g2", writeScript(t, failing), "--http", addr, "--http-debug")
+	if err := dbg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dbg.Process.Kill(); _ = dbg.Wait() })
+	redistest.WaitFor(t, 10*time.Second, "the profiles served with --http-debug", func() bool {
+		resp, err := http.Get("http://" + addr + "/debug/pprof/goroutine?debug=1")
+		if err != nil {
+			return false
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == 200 && bytes.Contains(body, []byte("goroutine profile"))
+	})
+}
