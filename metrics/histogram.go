@@ -14,7 +14,6 @@ import (
 // drain of 300,000 entries a second notices.
 type histogram struct {
 	desc   *prometheus.Desc
-	labels []string
 	bounds []float64 // upper bounds, rising; at most maxBuckets
 	counts []atomic.Uint64
 	count  atomic.Uint64

@@ -52,7 +52,8 @@ the interval (a stream named like a duration needs "--watch=2s 5s").`,
   topix stats orders billing
   topix stats orders billing --json
   topix stats --watch 5s`,
-		Args: func(cmd *cobra.Command, args []string) error {
+		Args: cobra.ArbitraryArgs, // checked in RunE, once --watch took its interval
+		RunE: func(cmd *cobra.Command, args []string) error {
 			args = watchInterval(cmd, args, &watch)
 			if len(args) > 2 {
 				return usagef("stats takes at most STREAM and GROUP, got %d arguments; see 'topix stats --help'", len(args))
@@ -62,10 +63,6 @@ the interval (a stream named like a duration needs "--watch=2s 5s").`,
 					return usagef("an empty stream or group name; see 'topix stats --help'")
 				}
 			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			args = watchInterval(cmd, args, &watch)
 			if cmd.Flags().Changed("watch") && watch < 100*time.Millisecond {
 				return usagef("--watch %s: use an interval of at least 100ms, like 2s", watch)
 			}
@@ -141,15 +138,18 @@ the interval (a stream named like a duration needs "--watch=2s 5s").`,
 
 // watchInterval takes the interval of a "--watch 5s" written with a
 // space: the flag's value is optional, so the parser left 5s among the
-// arguments.
+// arguments, wherever the flag was. The first argument that reads as a
+// duration is taken.
 func watchInterval(cmd *cobra.Command, args []string, watch *time.Duration) []string {
 	f := cmd.Flags().Lookup("watch")
-	if !f.Changed || f.Value.String() != f.NoOptDefVal && *watch != 2*time.Second || len(args) == 0 {
+	if !f.Changed || f.Value.String() != f.NoOptDefVal {
 		return args
 	}
-	if d, err := time.ParseDuration(args[0]); err == nil {
-		*watch = d
-		return args[1:]
+	for i, a := range args {
+		if d, err := time.ParseDuration(a); err == nil {
+			*watch = d
+			return append(args[:i:i], args[i+1:]...)
+		}
 	}
 	return args
 }
@@ -231,7 +231,7 @@ func statsError(err error, args []string) error {
 	}
 	var re redis.Error
 	if errors.As(err, &re) {
-		return &exitError{exitRedis, fmt.Errorf("Redis refused a read: %w", err)}
+		return &exitError{exitRedis, fmt.Errorf("redis refused a read: %w", err)}
 	}
 	return &exitError{exitRedis, fmt.Errorf("cannot read from Redis: %w", err)}
 }
