@@ -80,7 +80,15 @@ type ReplayOptions struct {
 	To         string // the stream to add entries to; empty: each entry's own (topix.stream)
 	Count      int    // replay at most this many entries; 0: all
 	DryRun     bool   // only report what would be replayed
+
+	// IDs, when set, replays only these entries of the dead-letter stream;
+	// those not in it are reported with ErrNotDeadLetter.
+	IDs []string
 }
+
+// ErrNotDeadLetter is the Err of a Replayed for an id that is not in the
+// dead-letter stream (replayed or deleted already).
+var ErrNotDeadLetter = errors.New("no such entry in the dead-letter stream (replayed or deleted already?)")
 
 // Replayed reports one dead letter Replay handled: added to Stream as
 // NewID (empty on a dry run), or skipped because of Err.
@@ -116,6 +124,9 @@ func Replay(ctx context.Context, rdb redis.UniversalClient, opts ReplayOptions, 
 		return 0, 0, fmt.Errorf("key %q is a %s, %w", opts.DeadLetter, kind, ErrWrongType)
 	}
 
+	if opts.IDs != nil {
+		return replayIDs(ctx, rdb, opts, report)
+	}
 	const batch = 500
 	cursor := "-"
 	for opts.Count == 0 || replayed+failed < opts.Count {
@@ -132,43 +143,108 @@ func Replay(ctx context.Context, rdb redis.UniversalClient, opts ReplayOptions, 
 		}
 		letters := make([]Replayed, 0, len(reply))
 		for _, e := range reply {
-			id, fields := parseEntry(e)
-			r := Replayed{DeadLetter: DeadLetter{ID: id}}
-			orig, meta, ok := SplitDeadLetter(fields)
-			r.Fields, r.Meta = orig, meta
-			switch {
-			case !ok:
-				r.Fields, r.Err = fields, errors.New("not a topix dead letter (its last fields are not topix.error ... topix.time); left in place")
-			case len(orig) == 0:
-				r.Err = errors.New("the original entry has no fields; left in place")
-			default:
-				r.Stream = opts.To
-				if r.Stream == "" {
-					r.Stream = meta["topix.stream"]
-				}
-				if r.Stream == opts.DeadLetter {
-					r.Err = fmt.Errorf("its stream (topix.stream) is %s, the dead-letter stream itself; left in place (use --to)", opts.DeadLetter)
-				}
-			}
-			letters = append(letters, r)
+			letters = append(letters, toReplay(e, opts))
 		}
 		cursor = "(" + letters[len(letters)-1].ID
-
-		if !opts.DryRun {
-			if err := readd(ctx, rdb, opts.DeadLetter, letters); err != nil {
-				return replayed, failed, err
-			}
-		}
-		for _, r := range letters {
-			if r.Err != nil {
-				failed++
-			} else {
-				replayed++
-			}
-			report(r)
+		r, f, err := replayBatch(ctx, rdb, opts, letters, report)
+		replayed, failed = replayed+r, failed+f
+		if err != nil {
+			return replayed, failed, err
 		}
 	}
 	return replayed, failed, nil
+}
+
+// replayIDs replays the entries opts.IDs names, in batches, in the order
+// given.
+func replayIDs(ctx context.Context, rdb redis.UniversalClient, opts ReplayOptions, report func(Replayed)) (replayed, failed int, err error) {
+	const batch = 500
+	for start := 0; start < len(opts.IDs); start += batch {
+		ids := opts.IDs[start:min(start+batch, len(opts.IDs))]
+		pipe := rdb.Pipeline()
+		reads := make([]*redis.Cmd, len(ids))
+		for i, id := range ids {
+			reads[i] = pipe.Do(ctx, "XRANGE", opts.DeadLetter, id, id)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !isServerError(err) {
+			return replayed, failed, err
+		}
+		letters := make([]Replayed, len(ids))
+		for i, read := range reads {
+			reply, err := read.Slice()
+			switch {
+			case err != nil:
+				letters[i] = Replayed{DeadLetter: DeadLetter{ID: ids[i]}, Err: err}
+			case len(reply) == 0:
+				letters[i] = Replayed{DeadLetter: DeadLetter{ID: ids[i]}, Err: ErrNotDeadLetter}
+			default:
+				letters[i] = toReplay(reply[0], opts)
+			}
+		}
+		r, f, err := replayBatch(ctx, rdb, opts, letters, report)
+		replayed, failed = replayed+r, failed+f
+		if err != nil {
+			return replayed, failed, err
+		}
+	}
+	return replayed, failed, nil
+}
+
+// toReplay reads one dead letter and says where it goes back to, or why
+// it cannot.
+func toReplay(e any, opts ReplayOptions) Replayed {
+	id, fields := ParseEntry(e)
+	r := Replayed{DeadLetter: DeadLetter{ID: id}}
+	orig, meta, ok := SplitDeadLetter(fields)
+	r.Fields, r.Meta = orig, meta
+	switch {
+	case !ok:
+		r.Fields, r.Err = fields, errors.New("not a topix dead letter (its last fields are not topix.error ... topix.time); left in place")
+	case len(orig) == 0:
+		r.Err = errors.New("the original entry has no fields; left in place")
+	default:
+		r.Stream = opts.To
+		if r.Stream == "" {
+			r.Stream = meta["topix.stream"]
+		}
+		if r.Stream == opts.DeadLetter {
+			r.Err = fmt.Errorf("its stream (topix.stream) is %s, the dead-letter stream itself; left in place (use --to)", opts.DeadLetter)
+		}
+	}
+	return r
+}
+
+// replayBatch re-adds letters (unless a dry run) and reports each.
+func replayBatch(ctx context.Context, rdb redis.UniversalClient, opts ReplayOptions, letters []Replayed, report func(Replayed)) (replayed, failed int, err error) {
+	if !opts.DryRun {
+		if err := readd(ctx, rdb, opts.DeadLetter, letters); err != nil {
+			return 0, 0, err
+		}
+	}
+	for _, r := range letters {
+		if r.Err != nil {
+			failed++
+		} else {
+			replayed++
+		}
+		report(r)
+	}
+	return replayed, failed, nil
+}
+
+// DeleteDeadLetters deletes the entries ids of the dead-letter stream
+// dead, and returns how many it held.
+func DeleteDeadLetters(ctx context.Context, rdb redis.UniversalClient, dead string, ids []string) (int64, error) {
+	var n int64
+	const batch = 1000
+	for start := 0; start < len(ids); start += batch {
+		d, err := rdb.XDel(ctx, dead, ids[start:min(start+batch, len(ids))]...).Result()
+		n += d
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // readd adds the letters without an Err to their stream, then deletes the
@@ -218,7 +294,10 @@ func readd(ctx context.Context, rdb redis.UniversalClient, dead string, letters 
 
 // parseEntry decodes one [id, [field, value, ...]] entry of a raw reply.
 // The fields of an entry that was deleted while pending are nil.
-func parseEntry(e any) (string, []topix.Field) {
+// ParseEntry reads one entry of an XRANGE, XREVRANGE or XCLAIM reply, as
+// go-redis's Do returns it: its id and fields; nil fields for an entry
+// whose data is gone.
+func ParseEntry(e any) (string, []topix.Field) {
 	pair, _ := e.([]any)
 	if len(pair) < 2 {
 		return "", nil

@@ -235,7 +235,7 @@ func (c *Consumer) parseEntries(entries []any, attempt int64) ([]*Message, error
 	out := make([]*Message, len(entries))
 	for i, e := range entries {
 		m := &msgs[i]
-		m.ID, m.Fields = parseEntry(e)
+		m.ID, m.Fields = ParseEntry(e)
 		if m.ID == "" {
 			return nil, fmt.Errorf("unexpected stream entry %v", e)
 		}

@@ -155,3 +155,42 @@ func TestConsumersAliveAndGone(t *testing.T) {
 		t.Errorf("pending = %+v", ps)
 	}
 }
+
+func TestDeadListAndHistory(t *testing.T) {
+	rdb := client(t)
+	ctx := context.Background()
+	meta := func(group, err, consumer string) []any {
+		return []any{"sku", "A-1", "topix.error", err, "topix.attempts", "5", "topix.id", "1-1", "topix.stream", "h",
+			"topix.group", group, "topix.consumer", consumer, "topix.time", "2026-01-01T00:00:00Z"}
+	}
+	for _, v := range [][]any{meta("g", "boom", "c1"), meta("g", "bang", "c2"), meta("other", "boom", "c3"), {"not", "topix"}} {
+		must(rdb.XAdd(ctx, &redis.XAddArgs{Stream: "h:dead", Values: v}).Result())
+	}
+	in := inspect.New(rdb)
+	all := must(in.DeadList(ctx, "h:dead", "g", "", 10, 100))
+	if len(all) != 3 || !all[0].Foreign || all[1].Error != "bang" || all[2].Consumer != "c1" || all[2].Fields[0].Value != "A-1" {
+		t.Errorf("the group's dead letters, newest first, foreign ones included: %+v", all)
+	}
+	if got := must(in.DeadList(ctx, "h:dead", "g", "boom", 10, 100)); len(got) != 1 || got[0].Consumer != "c1" {
+		t.Errorf("filtered by boom: %+v", got)
+	}
+	if got := must(in.DeadList(ctx, "h:dead", "", "boom", 10, 100)); len(got) != 2 {
+		t.Errorf("every group's, filtered by boom: %+v", got)
+	}
+	d, found, err := in.DeadEntryByID(ctx, "h:dead", all[1].ID)
+	if err != nil || !found || d.Meta["topix.attempts"] != "5" || d.Error != "bang" {
+		t.Errorf("by id: %+v %v %v", d, found, err)
+	}
+	if _, found, _ := in.DeadEntryByID(ctx, "h:dead", "1-0"); found {
+		t.Error("found an id that is not there")
+	}
+
+	now := time.Now().Unix() / 60
+	must(rdb.HSet(ctx, engine.MinuteKey("h", "g", now-2), engine.FieldProcessed, 7, engine.FieldScript, "abc").Result())
+	must(rdb.HSet(ctx, engine.MinuteKey("h", "g", now), engine.FieldFailed, 3).Result())
+	hist := must(in.History(ctx, "h", "g", 5))
+	if len(hist) != 5 || hist[2].Processed != 7 || hist[2].Script != "abc" || hist[4].Failed != 3 || hist[3].Processed != 0 ||
+		hist[4].Time.Unix() != now*60 {
+		t.Errorf("history = %+v", hist)
+	}
+}

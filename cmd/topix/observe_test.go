@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/topix-dev/topix/inspect"
 	"github.com/topix-dev/topix/internal/redistest"
 )
 
@@ -411,10 +412,10 @@ func TestStatsAfterAKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = victim.Process.Kill(); _ = victim.Wait() })
-	stats := func() statsReport {
+	stats := func() inspect.Report {
 		t.Helper()
 		out, err := topixCmd(t, srv, "stats", "s", "g", "--json").Output()
-		var rep statsReport
+		var rep inspect.Report
 		if err == nil {
 			if err := json.Unmarshal(out, &rep); err != nil {
 				t.Fatalf("topix stats --json: %v\n%s", err, out)
@@ -435,7 +436,7 @@ func TestStatsAfterAKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := owned.Count
-	var rep statsReport
+	var rep inspect.Report
 	redistest.WaitFor(t, 30*time.Second, "the victim to show as gone and its entries as stuck", func() bool {
 		rep = stats()
 		return rep.Consumers[0].Status != "alive" && rep.Groups[0].Stuck > 0
@@ -479,7 +480,7 @@ func TestStatsWatchPrintsOneObjectPerInterval(t *testing.T) {
 	go func() {
 		dec := json.NewDecoder(out)
 		for {
-			var rep statsReport
+			var rep inspect.Report
 			if dec.Decode(&rep) != nil {
 				close(lines)
 				return

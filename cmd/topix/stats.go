@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/topix-dev/topix/inspect"
-	"github.com/topix-dev/topix/internal/version"
 )
 
 func (a *app) statsCommand() *cobra.Command {
@@ -80,7 +79,13 @@ the interval (a stream named like a duration needs "--watch=2s 5s").`,
 				return err
 			}
 			defer rdb.Close()
-			s := statsRun{in: inspect.New(rdb), args: args, pending: pending}
+			s := statsRun{in: inspect.New(rdb), scope: inspect.Scope{Pending: pending}}
+			if len(args) > 0 {
+				s.scope.Stream = args[0]
+			}
+			if len(args) > 1 {
+				s.scope.Group = args[1]
+			}
 			if !cmd.Flags().Changed("watch") {
 				rep, err := s.read(ctx)
 				if err != nil {
@@ -89,7 +94,7 @@ the interval (a stream named like a duration needs "--watch=2s 5s").`,
 				if asJSON {
 					return writeJSON(a.stdout, rep)
 				}
-				rep.text(a.stdout)
+				statsText(a.stdout, rep, s.scope.Single())
 				return nil
 			}
 			term := false
@@ -113,7 +118,7 @@ the interval (a stream named like a duration needs "--watch=2s 5s").`,
 					if err != nil {
 						fmt.Fprintf(a.stdout, "%s  %s\n", time.Now().Format(time.TimeOnly), oneLine(err))
 					} else {
-						rep.text(a.stdout)
+						statsText(a.stdout, rep, s.scope.Single())
 					}
 				case err != nil:
 					_ = writeJSON(a.stdout, map[string]any{"time": time.Now().UTC(), "error": oneLine(err)})
@@ -159,75 +164,30 @@ type discardWarn struct{}
 
 func (discardWarn) Warn(string, ...any) {}
 
-// statsReport is what topix stats prints; its JSON field names are stable.
-type statsReport struct {
-	Time      time.Time              `json:"time"`
-	Version   string                 `json:"version"`
-	Groups    []inspect.Group        `json:"groups"`
-	Consumers []inspect.Consumer     `json:"consumers,omitempty"`
-	Pending   []inspect.PendingEntry `json:"pending,omitempty"`
-	Dead      []inspect.Reason       `json:"dead_letter_reasons,omitempty"`
-	single    bool
-}
-
+// statsRun reads what topix stats shows.
 type statsRun struct {
-	in      *inspect.Inspector
-	args    []string
-	pending int
+	in    *inspect.Inspector
+	scope inspect.Scope
 }
 
-func (s statsRun) read(ctx context.Context) (statsReport, error) {
+func (s statsRun) read(ctx context.Context) (inspect.Report, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	rep := statsReport{Time: time.Now().UTC(), Version: version.Get().Short(), Groups: []inspect.Group{}}
-	var refs []inspect.Ref
-	var err error
-	switch len(s.args) {
-	case 0:
-		refs, err = s.in.Groups(ctx)
-	case 1:
-		refs, err = s.in.StreamGroups(ctx, s.args[0])
-	default:
-		refs = []inspect.Ref{{Stream: s.args[0], Group: s.args[1]}}
-		rep.single = true
-	}
+	rep, err := s.in.Report(ctx, s.scope)
 	if err != nil {
-		return rep, statsError(err, s.args)
-	}
-	for _, r := range refs {
-		g, err := s.in.Group(ctx, r.Stream, r.Group, inspect.Options{})
-		if err != nil {
-			return rep, statsError(err, s.args)
-		}
-		rep.Groups = append(rep.Groups, g)
-	}
-	if !rep.single {
-		return rep, nil
-	}
-	g := rep.Groups[0]
-	if g.State == "missing" {
-		return rep, usagef("stream %q has no group %q (or no such stream); 'topix stats %s' lists its groups", g.Stream, g.Group, quoteArg(g.Stream))
-	}
-	claimIdle := time.Duration(g.ClaimIdle * float64(time.Second))
-	if rep.Consumers, err = s.in.Consumers(ctx, g.Stream, g.Group, claimIdle); err != nil {
-		return rep, statsError(err, s.args)
-	}
-	if s.pending > 0 {
-		if rep.Pending, err = s.in.Pending(ctx, g.Stream, g.Group, s.pending); err != nil {
-			return rep, statsError(err, s.args)
-		}
-	}
-	if rep.Dead, err = s.in.DeadLetters(ctx, g.DeadLetter, g.Group); err != nil {
-		return rep, statsError(err, s.args)
+		return rep, statsError(err, s.scope)
 	}
 	return rep, nil
 }
 
 // statsError maps a failed read to its exit code: a stream that does not
 // exist is a bad argument; Redis failing is exit 3.
-func statsError(err error, args []string) error {
-	if errors.Is(err, inspect.ErrNoStream) {
+func statsError(err error, scope inspect.Scope) error {
+	switch {
+	case errors.Is(err, inspect.ErrNoStream):
 		return usagef("%s; 'topix stats' lists the groups topix consumers have used", err)
+	case errors.Is(err, inspect.ErrNoGroup):
+		return usagef("stream %q has no group %q (or no such stream); 'topix stats %s' lists its groups", scope.Stream, scope.Group, quoteArg(scope.Stream))
 	}
 	var re redis.Error
 	if errors.As(err, &re) {
@@ -249,8 +209,8 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// text prints the report as tables.
-func (r statsReport) text(w io.Writer) {
+// statsText prints a report as tables; single: the report of one group.
+func statsText(w io.Writer, r inspect.Report, single bool) {
 	if len(r.Groups) == 0 {
 		fmt.Fprintln(w, "no groups: no topix consumer has reported here yet (or all ran with --no-stats); 'topix stats STREAM' lists a stream's groups")
 		return
@@ -274,7 +234,7 @@ func (r statsReport) text(w io.Writer) {
 			lag, age(g.LagAge), g.Pending, age(g.OldestPending), stuck, g.DeadLetters, rate(g.Rate), rate(g.ErrorRate), g.Length)
 	}
 	tw.Flush()
-	if !r.single {
+	if !single {
 		return
 	}
 	g := r.Groups[0]
@@ -322,7 +282,7 @@ func (r statsReport) text(w io.Writer) {
 		tw.Flush()
 	}
 	fmt.Fprintf(w, "\ndead letters in %s: %d\n", g.DeadLetter, g.DeadLetters)
-	for _, d := range r.Dead {
+	for _, d := range r.DeadLetterReasons {
 		fmt.Fprintf(w, "  %6d  %s\n", d.Count, d.Reason)
 	}
 }

@@ -1,0 +1,56 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/topix-dev/topix/engine"
+)
+
+// deadLetters adds n topix dead letters of entries of stream to dead and
+// returns their ids.
+func deadLetters(t *testing.T, rdb redis.UniversalClient, stream, dead string, n int) []string {
+	t.Helper()
+	var ids []string
+	for i := range n {
+		ids = append(ids, add(t, rdb, dead, "k", string(rune('a'+i)),
+			"topix.error", "boom", "topix.attempts", "1", "topix.id", "1-1", "topix.stream", stream,
+			"topix.group", "g", "topix.consumer", "c1", "topix.time", "2026-01-01T00:00:00Z"))
+	}
+	return ids
+}
+
+func TestReplayOfChosenIDs(t *testing.T) {
+	rdb := realRedis.new(t)
+	ctx := context.Background()
+	stream, _ := names(t)
+	dead := stream + ":dead"
+	ids := deadLetters(t, rdb, stream, dead, 4)
+	var reports []engine.Replayed
+	replayed, failed, err := engine.Replay(ctx, rdb, engine.ReplayOptions{DeadLetter: dead, IDs: []string{ids[2], "1-0", ids[0]}},
+		func(r engine.Replayed) { reports = append(reports, r) })
+	if err != nil || replayed != 2 || failed != 1 {
+		t.Fatalf("replayed %d, failed %d, err %v; want 2, 1 (the id not there), nil", replayed, failed, err)
+	}
+	if reports[0].ID != ids[2] || !errors.Is(reports[1].Err, engine.ErrNotDeadLetter) || reports[2].ID != ids[0] {
+		t.Errorf("reports = %+v", reports)
+	}
+	back, _ := rdb.XRange(ctx, stream, "-", "+").Result()
+	if len(back) != 2 || back[0].Values["k"] != "c" || back[1].Values["k"] != "a" {
+		t.Errorf("replayed to %s: %+v; want c then a, with their original fields only", stream, back)
+	}
+	left, _ := rdb.XRange(ctx, dead, "-", "+").Result()
+	if len(left) != 2 || left[0].ID != ids[1] || left[1].ID != ids[3] {
+		t.Errorf("left in the dead-letter stream: %+v; want the two not chosen", left)
+	}
+	n, err := engine.DeleteDeadLetters(ctx, rdb, dead, []string{ids[1], ids[0]})
+	if err != nil || n != 1 {
+		t.Errorf("deleted %d (%v); want 1, the other one was replayed already", n, err)
+	}
+	if l := rdb.XLen(ctx, dead).Val(); l != 1 {
+		t.Errorf("%d dead letters left, want 1", l)
+	}
+}
