@@ -23,6 +23,7 @@ import (
 //	GET /readyz         readiness: 200 while Redis answers, the group exists and the script runs;
 //	                    503 and {"ready":false,"reason":...} otherwise
 //	GET /debug/pprof/   Go's profiles, with Debug only
+//	GET /               the web page of the consumer's group (package web), read-only
 //
 // It answers from before the consumer starts (ready says "starting").
 type Server struct {
@@ -33,8 +34,9 @@ type Server struct {
 	Debug bool
 	Log   *slog.Logger
 
-	m *Metrics
-	c atomic.Pointer[engine.Consumer]
+	m    *Metrics
+	c    atomic.Pointer[engine.Consumer]
+	page atomic.Pointer[http.Handler]
 }
 
 // NewServer returns a Server for m.
@@ -42,13 +44,13 @@ func NewServer(m *Metrics, stall time.Duration, debug bool, log *slog.Logger) *S
 	return &Server{Stall: stall, Debug: debug, Log: log, m: m}
 }
 
-// Attach sets the consumer whose health the server reports.
-func (s *Server) Attach(c *engine.Consumer) { s.c.Store(c) }
-
-// Listen opens addr, so that a port in use is an error before anything
-// else starts.
-func Listen(addr string) (net.Listener, error) {
-	return net.Listen("tcp", addr)
+// Attach sets the consumer whose health the server reports, and the page
+// served on the other paths (nil: none).
+func (s *Server) Attach(c *engine.Consumer, page http.Handler) {
+	if page != nil {
+		s.page.Store(&page)
+	}
+	s.c.Store(c)
 }
 
 // Serve serves on l until ctx is done.
@@ -79,7 +81,15 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if page := s.page.Load(); page != nil {
+			(*page).ServeHTTP(w, r)
+			return
+		}
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("topix consumer: /metrics, /healthz, /readyz\n"))
 	})

@@ -68,7 +68,7 @@ func run(ctx context.Context, args, env []string, stdin io.Reader, stdout, stder
 	var ee *exitError
 	if !errors.As(err, &ee) && strings.HasPrefix(err.Error(), "unknown command ") {
 		// cobra's own: the command line is wrong.
-		err = usagef("%s; the commands are consumer, emit, replay, run, check, dev, stats and version (see 'topix --help')", err)
+		err = usagef("%s; the commands are consumer, emit, replay, run, check, dev, stats, web and version (see 'topix --help')", err)
 	}
 	fmt.Fprintf(stderr, "topix: %s\n", oneLine(err))
 	if errors.As(err, &ee) {
@@ -115,7 +115,7 @@ TOPIX_* environment variables (TOPIX_REDIS_URL, TOPIX_CONCURRENCY, ...), flags.`
 		return usagef("%s; see '%s --help'", err, cmd.CommandPath())
 	})
 	root.AddCommand(a.consumerCommand(), a.emitCommand(), a.replayCommand(), a.runCommand(), a.checkCommand(), a.devCommand(),
-		a.statsCommand(), a.versionCommand())
+		a.statsCommand(), a.webCommand(), a.versionCommand())
 	root.Version = version.Get().Short()
 	root.SetVersionTemplate(version.Get().String())
 	return root

@@ -19,6 +19,7 @@ import (
 	"github.com/topix-dev/topix/internal/version"
 	"github.com/topix-dev/topix/metrics"
 	"github.com/topix-dev/topix/starlib"
+	"github.com/topix-dev/topix/web"
 )
 
 func (a *app) consumerCommand() *cobra.Command {
@@ -121,8 +122,8 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 	// mistake to report at once.
 	var listener net.Listener
 	if cfg.HTTP != "" {
-		if listener, err = metrics.Listen(cfg.HTTP); err != nil {
-			return usagef("cannot serve --http on %s: %s; pick another address", cfg.HTTP, listenReason(err))
+		if listener, err = listenHTTP(cfg.HTTP, "--http"); err != nil {
+			return err
 		}
 		defer listener.Close()
 	}
@@ -190,7 +191,12 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 			dead = stream + ":dead"
 		}
 		mx.Watch(c, rt, inspect.New(rdb), stream, group, inspect.Options{DeadLetter: dead, ClaimIdle: cfg.ClaimIdle})
-		srv.Attach(c)
+		// The web page of its own group, read-only: actions are topix web's.
+		page, err := web.New(rdb, web.Options{Group: &inspect.Ref{Stream: stream, Group: group}, Log: log})
+		if err != nil {
+			return err
+		}
+		srv.Attach(c, page.Handler())
 	}
 	ceiling, source := cfg.MemoryCeiling()
 	log.Debug("script loaded", "script", script.Path, "func", script.Func,
@@ -213,6 +219,20 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	return nil
+}
+
+// listenHTTP listens on addr, given by flag, or says in one line why it
+// cannot (exit 2): before Redis is touched, a port in use is a mistake to
+// report at once.
+func listenHTTP(addr, flag string) (net.Listener, error) {
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		return nil, usagef("%s %q: give an address with a port, like 127.0.0.1:8080 (or :8080 for every interface)", flag, addr)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, usagef("cannot serve %s on %s: %s; pick another address", flag, addr, listenReason(err))
+	}
+	return l, nil
 }
 
 // listenReason says why an address could not be listened on, without

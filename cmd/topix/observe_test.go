@@ -8,10 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -537,4 +539,88 @@ func TestProfilesOnlyWithHTTPDebug(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 200 && bytes.Contains(body, []byte("goroutine profile"))
 	})
+}
+
+// TestWebShowsTwoGroupsAndReplaysIntoARunningConsumer: topix web over a
+// Redis with two groups shows both, with their lag and dead letters, shows
+// a hostile entry as text, and a dead letter replayed from the page is
+// processed by the running consumer.
+func TestWebShowsTwoGroupsAndReplaysIntoARunningConsumer(t *testing.T) {
+	d := drain(t, 20, 2) // group g of s: a consumer, 2 dead letters
+	rdb := d.srv.Client()
+	defer rdb.Close()
+	ctx := context.Background()
+	// A second group, behind: registered by a consumer that ran earlier.
+	if err := rdb.XGroupCreate(ctx, "s", "late", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb.ZAdd(ctx, "topix:groups", redis.Z{Score: 1, Member: `["s","late"]`})
+	hostile, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: "s:dead", Values: []any{"note", `<script>alert(1)</script>`,
+		"topix.error", "by hand", "topix.attempts", "1", "topix.id", "1-1", "topix.stream", "s", "topix.group", "g",
+		"topix.consumer", "c1", "topix.time", "2026-01-01T00:00:00Z"}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	w := topixCmd(t, d.srv, "web", "--addr", base[len("http://"):], "--actions")
+	w.Env = append(w.Env, "TOPIX_WEB_TOKEN=tok")
+	var werr redistest.Buffer
+	w.Stderr = &werr
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Process.Kill(); _ = w.Wait() })
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	var body string
+	redistest.WaitFor(t, 10*time.Second, "the page", func() bool {
+		resp, err := c.Get(base + "/?token=tok")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		return resp.StatusCode == 200
+	})
+	for _, want := range []string{`<tr data-group="s g">`, `<tr data-group="s late">`, `data-f="lag">20<`, `data-f="dead_letters">3<`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %q:\n%s", want, body)
+		}
+	}
+	resp, err := c.Get(base + "/group?stream=s&group=g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(b), "<script>alert") || !strings.Contains(string(b), "&lt;script&gt;alert(1)&lt;/script&gt;") {
+		t.Error("the hostile entry is not shown as text")
+	}
+	csrf := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindSubmatch(b)
+	if csrf == nil {
+		t.Fatal("no CSRF token on the page")
+	}
+	acked := func() int64 { return rdb.XInfoGroups(ctx, "s").Val()[0].EntriesRead }
+	before := acked()
+	form := url.Values{"csrf": {string(csrf[1])}, "stream": {"s"}, "group": {"g"}, "op": {"replay"}, "confirm": {"yes"}, "ids": {hostile}}
+	resp, err = c.PostForm(base+"/actions", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 { // the redirect, followed, to the group's page
+		t.Errorf("replay: %s", resp.Status)
+	}
+	redistest.WaitFor(t, 10*time.Second, "the replayed entry processed by the consumer", func() bool {
+		g := rdb.XInfoGroups(ctx, "s").Val()
+		return len(g) > 0 && g[0].EntriesRead == before+1 && g[0].Pending == 0
+	})
+	if !strings.Contains(werr.String(), "web: replayed dead letters") || !strings.Contains(werr.String(), "replayed=1") {
+		t.Errorf("the replay is not logged:\n%s", werr.String())
+	}
 }

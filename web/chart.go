@@ -1,0 +1,68 @@
+package web
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/topix-dev/topix/inspect"
+)
+
+// chart is the last hour of a group, drawn as an SVG of three lines
+// (processed, failed, dead-lettered per minute) with a mark where the
+// script's hash changed.
+type chart struct {
+	W, H                    int
+	Processed, Failed, Dead string // polyline points
+	Max                     int64
+	Marks                   []mark
+	From, To                string // the first and the last minute, HH:MM UTC
+	Empty                   bool
+}
+
+type mark struct {
+	X    float64
+	Hash string
+}
+
+const chartW, chartH, chartPad = 720, 160, 4
+
+func chartOf(hist []inspect.Minute) chart {
+	c := chart{W: chartW, H: chartH, Empty: true}
+	if len(hist) == 0 {
+		return c
+	}
+	c.From, c.To = hist[0].Time.Format("15:04"), hist[len(hist)-1].Time.Format("15:04")
+	for _, m := range hist {
+		c.Max = max(c.Max, m.Processed, m.Failed, m.DeadLettered)
+	}
+	c.Empty = c.Max == 0
+	top := max(c.Max, 1)
+	x := func(i int) float64 {
+		if len(hist) == 1 {
+			return chartW / 2
+		}
+		return chartPad + float64(i)*float64(chartW-2*chartPad)/float64(len(hist)-1)
+	}
+	y := func(v int64) float64 { return chartH - chartPad - float64(v)*float64(chartH-2*chartPad)/float64(top) }
+	line := func(get func(inspect.Minute) int64) string {
+		var b strings.Builder
+		for i, m := range hist {
+			fmt.Fprintf(&b, "%.1f,%.1f ", x(i), y(get(m)))
+		}
+		return strings.TrimSpace(b.String())
+	}
+	c.Processed = line(func(m inspect.Minute) int64 { return m.Processed })
+	c.Failed = line(func(m inspect.Minute) int64 { return m.Failed })
+	c.Dead = line(func(m inspect.Minute) int64 { return m.DeadLettered })
+	last := ""
+	for i, m := range hist {
+		if m.Script == "" {
+			continue
+		}
+		if last != "" && m.Script != last {
+			c.Marks = append(c.Marks, mark{X: x(i), Hash: m.Script[:min(12, len(m.Script))]})
+		}
+		last = m.Script
+	}
+	return c
+}
