@@ -64,11 +64,11 @@ func (s *Server) index(w http.ResponseWriter, r *http.Request) {
 
 // overview adds up the groups of a report, for the page's top row.
 type overview struct {
-	Report                          inspect.Report
-	Rate, ErrorRate                 float64
-	InFlight, Lag, Pending, Stuck   int64
-	DeadLetters, Alive, Consumers   int64
-	LagAge                          float64
+	Report                        inspect.Report
+	Rate, ErrorRate               float64
+	InFlight, Lag, Pending, Stuck int64
+	DeadLetters, Alive, Consumers int64
+	LagAge                        float64
 }
 
 func overviewOf(rep inspect.Report) overview {
@@ -93,11 +93,11 @@ func overviewOf(rep inspect.Report) overview {
 // groupPage is what the page of one group shows.
 type groupPage struct {
 	Overview overview
-	Group      inspect.Group
-	Chart   chart
-	Dead    []inspect.DeadEntry
-	Query   string
-	Matched int // dead letters matching Query among the newest deadScan
+	Group    inspect.Group
+	Chart    chart
+	Dead     []inspect.DeadEntry
+	Query    string
+	Matched  int // dead letters matching Query among the newest deadScan
 }
 
 func (s *Server) group(w http.ResponseWriter, r *http.Request) {
