@@ -2,7 +2,7 @@
 GO ?= go
 SHELL := /bin/bash
 
-.PHONY: all build test redis-server chaos bench bench-cluster microbench lint demo clean
+.PHONY: all build test browser redis-server chaos bench bench-cluster microbench lint demo clean
 
 all: lint test
 
@@ -11,6 +11,9 @@ build: ## build bin/topix
 
 test: redis-server ## the whole test suite, with the race detector
 	$(GO) test -race ./...
+
+browser: redis-server ## the web page in headless Chromium (apt-get install -y chromium); screenshots in bin/screenshots
+	$(GO) test -tags browser -count=1 -v -timeout 5m -run InABrowser ./web/
 
 redis-server: ## the tests start private redis-servers: install one if missing (as root, with apt-get)
 	@command -v redis-server >/dev/null 2>&1 || { \
@@ -40,6 +43,7 @@ lint: ## gofmt, go vet and staticcheck
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags chaos ./internal/faults/
+	$(GO) vet -tags browser ./web/
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 demo: ## build, start an in-memory server, consume and emit; needs Go only

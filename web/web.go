@@ -135,7 +135,7 @@ func (s *Server) secure(next http.Handler) http.Handler {
 		h := w.Header()
 		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Referrer-Policy", "same-origin") // "no-referrer" makes browsers send "Origin: null" on the page's own forms
 		h.Set("Cache-Control", "no-store")
 		if s.opts.Token == "" {
 			next.ServeHTTP(w, r)
