@@ -599,7 +599,18 @@ func (c *Consumer) finish() {
 	defer cancel()
 	ctx, cancelOp := c.opCtx(ctx)
 	defer cancelOp()
-	c.finalReport(ctx)
+	// The last report is a courtesy: never waited for long, and not tried
+	// while Redis does not answer (a frozen Redis must not stretch a stop).
+	if since, _, _ := c.redis.state(); since.IsZero() && ctx.Err() == nil {
+		rctx, cancelReport := context.WithTimeout(ctx, finalReportTimeout)
+		done := make(chan struct{})
+		go func() { defer close(done); c.finalReport(rctx) }()
+		select {
+		case <-done:
+		case <-rctx.Done():
+		}
+		cancelReport()
+	}
 	pending, err := deleteConsumerIfIdle(ctx, c.rdb, c.opts.Stream, c.opts.Group, c.opts.Consumer)
 	c.pending = pending
 	switch {
@@ -623,6 +634,9 @@ func (c *Consumer) finish() {
 	}
 	c.log.Info("stopped", attrs...)
 }
+
+// finalReportTimeout bounds the last report of a stop.
+const finalReportTimeout = 500 * time.Millisecond
 
 // loopFailed handles the error of a command a loop sent at sent, doing
 // what: an error that retrying cannot fix (a permission refused, the
