@@ -154,7 +154,7 @@ func (m *Metrics) GroupRecreated()   { m.recreated.Inc() }
 func (m *Metrics) Watch(c *engine.Consumer, script Script, in *inspect.Inspector, stream, group string, opts inspect.Options) {
 	labels := prometheus.Labels{"stream": stream, "group": group}
 	m.reg.MustRegister(&stateCollector{c: c, script: script, labels: labels})
-	m.reg.MustRegister(&groupCollector{in: in, stream: stream, group: group, opts: opts, labels: labels})
+	m.reg.MustRegister(&groupCollector{in: in, stream: stream, group: group, opts: opts})
 }
 
 // factory makes metrics with the group's labels in one registry.
@@ -251,7 +251,6 @@ type groupCollector struct {
 	stream string
 	group  string
 	opts   inspect.Options
-	labels prometheus.Labels
 
 	mu     sync.Mutex
 	last   inspect.Group

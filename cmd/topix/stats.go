@@ -287,35 +287,11 @@ func statsText(w io.Writer, r inspect.Report, single bool) {
 	}
 }
 
-// age formats seconds as a short duration; "-" for none.
-func age(s float64) string {
-	if s <= 0 {
-		return "-"
-	}
-	d := time.Duration(s * float64(time.Second))
-	switch {
-	case d < time.Second:
-		return d.Round(time.Millisecond).String()
-	case d < time.Minute:
-		return d.Round(100 * time.Millisecond).String()
-	case d < 24*time.Hour:
-		return d.Round(time.Second).String()
-	}
-	return fmt.Sprintf("%dd%s", d/(24*time.Hour), (d % (24 * time.Hour)).Round(time.Hour))
-}
-
-// rate formats a rate per second with the digits that matter.
-func rate(r float64) string {
-	switch {
-	case r == 0:
-		return "0"
-	case r < 1:
-		return strconv.FormatFloat(r, 'f', 2, 64)
-	case r < 100:
-		return strconv.FormatFloat(r, 'f', 1, 64)
-	}
-	return strconv.FormatFloat(r, 'f', 0, 64)
-}
+// age and rate are the report's own formats, shared with the web page.
+var (
+	age  = inspect.FormatAge
+	rate = inspect.FormatRate
+)
 
 func dash(s string) string {
 	if s == "" {
