@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -18,22 +19,35 @@ var ErrDeadLetter = errors.New("sent to the dead-letter stream")
 // DeadLetterFields are the fields a dead-letter entry carries after the
 // original entry's fields, in this order.
 var DeadLetterFields = []string{
-	"topix.error",    // the last error
-	"topix.attempts", // calls started on the entry
-	"topix.id",       // its id in its stream
-	"topix.stream",   // its stream
-	"topix.group",    // the consumer group
-	"topix.consumer", // the consumer that gave up on it
-	"topix.time",     // when, RFC 3339 in UTC
+	"topix.error",     // the last error
+	"topix.attempts",  // calls started on the entry
+	"topix.id",        // its id in its stream
+	"topix.stream",    // its stream
+	"topix.group",     // the consumer group
+	"topix.consumer",  // the consumer that gave up on it
+	"topix.time",      // when, RFC 3339 in UTC
+	"topix.backtrace", // the script's backtrace of the error; empty when it has none
 }
+
+// oldDeadLetterFields is the layout before topix.backtrace: dead letters
+// written by earlier versions end with it, and are read and replayed too.
+var oldDeadLetterFields = DeadLetterFields[:7]
+
+// MaxBacktrace bounds the backtrace a dead letter keeps: a script can
+// raise an error of any size, and its message is in topix.error already.
+const MaxBacktrace = 16 << 10
 
 // deadLetter builds the dead-letter entry of msg, failed with err.
 func (c *Consumer) deadLetter(msg *Message, err error) Emit {
 	fields := make([]topix.Field, 0, len(msg.Fields)+len(DeadLetterFields))
 	fields = append(fields, msg.Fields...)
+	bt := backtrace(err)
+	if len(bt) > MaxBacktrace {
+		bt = strings.ToValidUTF8(bt[:MaxBacktrace], "") + "\n... (cut at 16 KiB)"
+	}
 	for i, v := range []string{
 		err.Error(), fmt.Sprint(msg.Attempt), msg.ID, msg.Stream, msg.Group, msg.Consumer,
-		time.Now().UTC().Format(time.RFC3339Nano),
+		time.Now().UTC().Format(time.RFC3339Nano), bt,
 	} {
 		fields = append(fields, topix.Field{Name: DeadLetterFields[i], Value: v})
 	}
@@ -49,18 +63,30 @@ type DeadLetter struct {
 }
 
 // SplitDeadLetter separates a dead-letter entry's original fields from the
-// metadata topix appended (DeadLetterFields, in order, at the end). It
-// reports false for an entry that does not end with them.
+// metadata topix appended (DeadLetterFields, in order, at the end, or the
+// same without topix.backtrace, as earlier versions wrote them). It
+// reports false for an entry that ends with neither.
 func SplitDeadLetter(fields []topix.Field) (original []topix.Field, meta map[string]string, ok bool) {
-	n := len(fields) - len(DeadLetterFields)
+	for _, layout := range [][]string{DeadLetterFields, oldDeadLetterFields} {
+		if original, meta, ok = splitBy(fields, layout); ok {
+			return original, meta, true
+		}
+	}
+	return nil, nil, false
+}
+
+func splitBy(fields []topix.Field, layout []string) (original []topix.Field, meta map[string]string, ok bool) {
+	n := len(fields) - len(layout)
 	if n < 0 {
 		return nil, nil, false
 	}
-	meta = make(map[string]string, len(DeadLetterFields))
-	for i, name := range DeadLetterFields {
+	for i, name := range layout {
 		if fields[n+i].Name != name {
 			return nil, nil, false
 		}
+	}
+	meta = make(map[string]string, len(layout))
+	for i, name := range layout {
 		meta[name] = fields[n+i].Value
 	}
 	return fields[:n], meta, true
@@ -199,7 +225,7 @@ func toReplay(e any, opts ReplayOptions) Replayed {
 	r.Fields, r.Meta = orig, meta
 	switch {
 	case !ok:
-		r.Fields, r.Err = fields, errors.New("not a topix dead letter (its last fields are not topix.error ... topix.time); left in place")
+		r.Fields, r.Err = fields, errors.New("not a topix dead letter (it does not end with the fields topix.error ... topix.time, topix.backtrace); left in place")
 	case len(orig) == 0:
 		r.Err = errors.New("the original entry has no fields; left in place")
 	default:

@@ -63,7 +63,8 @@ type Result struct {
 	// Emits are dropped, and the entry stays pending and is called again
 	// after a backoff. After its last attempt (Options.MaxAttempts) it is
 	// added to the dead-letter stream with Err, and only then acked. If Err
-	// has a method Backtrace() string, the backtrace is logged with it.
+	// has a method Backtrace() string, the backtrace is logged with it, and
+	// kept in the dead letter (topix.backtrace).
 	Err error
 
 	Emits []Emit
@@ -116,11 +117,19 @@ type Runtime interface {
 // text log prints as indented lines.
 func ErrorAttrs(err error) []any {
 	attrs := []any{"err", err.Error()}
-	var bt interface{ Backtrace() string }
-	if errors.As(err, &bt) {
-		attrs = append(attrs, logging.BacktraceKey, bt.Backtrace())
+	if bt := backtrace(err); bt != "" {
+		attrs = append(attrs, logging.BacktraceKey, bt)
 	}
 	return attrs
+}
+
+// backtrace returns the backtrace of err, if it has one, or "".
+func backtrace(err error) string {
+	var bt interface{ Backtrace() string }
+	if errors.As(err, &bt) {
+		return bt.Backtrace()
+	}
+	return ""
 }
 
 // HandlerFunc is a Handler and a Runtime made of one function, shared by

@@ -296,3 +296,39 @@ func TestRecordsForStats(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRecordsCarryTheLag: each report puts the group's lag, as Redis
+// counts it, in the minute's record: entries waiting while the handler is
+// stuck, none once it drained.
+func TestRecordsCarryTheLag(t *testing.T) {
+	rdb := realRedis.new(t)
+	ctx := context.Background()
+	stream, group := names(t)
+	for i := range 50 {
+		add(t, rdb, stream, "i", fmt.Sprint(i))
+	}
+	release := make(chan struct{})
+	r := start(t, rdb, engine.HandlerFunc(func(ctx context.Context, _ *engine.Message) engine.Result {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return engine.Result{}
+	}), engine.Options{Stream: stream, Group: group, Consumer: "c1", Batch: 1, Block: 50 * time.Millisecond,
+		ClaimIdle: 300 * time.Millisecond, Records: true})
+	lag := func() int64 {
+		for _, m := range []int64{0, -1} {
+			v, err := rdb.HGet(ctx, engine.MinuteKey(stream, group, time.Now().Unix()/60+m), engine.FieldLag).Int64()
+			if err == nil {
+				return v
+			}
+		}
+		return -1
+	}
+	redistest.WaitFor(t, 10*time.Second, "a report of the entries waiting", func() bool { return lag() > 0 })
+	if n := lag(); n >= 50 {
+		t.Errorf("lag %d with at least one entry read", n)
+	}
+	close(release)
+	redistest.WaitFor(t, 10*time.Second, "a report of lag 0 after the drain", func() bool { return lag() == 0 && r.c.Stats().Acked == 50 })
+}

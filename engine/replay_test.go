@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/topix-dev/topix"
 	"github.com/topix-dev/topix/engine"
 )
 
@@ -52,5 +53,63 @@ func TestReplayOfChosenIDs(t *testing.T) {
 	}
 	if l := rdb.XLen(ctx, dead).Val(); l != 1 {
 		t.Errorf("%d dead letters left, want 1", l)
+	}
+}
+
+// TestDeadLettersOfBothLayouts: dead letters with topix.backtrace and the
+// earlier ones without it are both read as dead letters and replayed with
+// their original fields only; an entry ending with neither layout is not
+// one.
+func TestDeadLettersOfBothLayouts(t *testing.T) {
+	f := func(kv ...string) []topix.Field {
+		var out []topix.Field
+		for i := 0; i < len(kv); i += 2 {
+			out = append(out, topix.Field{Name: kv[i], Value: kv[i+1]})
+		}
+		return out
+	}
+	old := []string{"topix.error", "boom", "topix.attempts", "1", "topix.id", "1-1", "topix.stream", "s",
+		"topix.group", "g", "topix.consumer", "c1", "topix.time", "2026-01-01T00:00:00Z"}
+	cases := []struct {
+		name   string
+		fields []topix.Field
+		orig   int // original fields; -1: not a dead letter
+		bt     string
+	}{
+		{"new", f(append(append([]string{"k", "v"}, old...), "topix.backtrace", "Traceback ...")...), 1, "Traceback ..."},
+		{"old", f(append([]string{"k", "v", "k2", "v2"}, old...)...), 2, ""},
+		{"new, no fields of its own", f(append(old, "topix.backtrace", "")...), 0, ""},
+		{"out of order", f(append([]string{"topix.backtrace", ""}, old...)...), 1, ""},
+		{"only a backtrace", f("k", "v", "topix.backtrace", "x"), -1, ""},
+		{"missing topix.time", f(append([]string{"k", "v"}, old[:12]...)...), -1, ""},
+	}
+	for _, c := range cases {
+		orig, meta, ok := engine.SplitDeadLetter(c.fields)
+		switch {
+		case c.orig < 0 && ok:
+			t.Errorf("%s: read as a dead letter: %v %v", c.name, orig, meta)
+		case c.orig >= 0 && (!ok || len(orig) != c.orig || meta["topix.error"] != "boom" || meta["topix.backtrace"] != c.bt):
+			t.Errorf("%s: ok %v, original %v, meta %v", c.name, ok, orig, meta)
+		}
+	}
+	// "out of order": its topix.backtrace comes first, so it is an original
+	// field of an old-layout dead letter.
+	if orig, _, _ := engine.SplitDeadLetter(cases[3].fields); len(orig) != 1 || orig[0].Name != "topix.backtrace" {
+		t.Errorf("out of order: original %v", orig)
+	}
+
+	rdb := realRedis.new(t)
+	ctx := context.Background()
+	stream, _ := names(t)
+	dead := stream + ":dead"
+	deadLetters(t, rdb, stream, dead, 1)
+	add(t, rdb, dead, append(append([]string{"k", "new"}, old...), "topix.backtrace", "Traceback ...")...)
+	replayed, failed, err := engine.Replay(ctx, rdb, engine.ReplayOptions{DeadLetter: dead, To: stream}, func(engine.Replayed) {})
+	if err != nil || replayed != 2 || failed != 0 {
+		t.Fatalf("replayed %d, failed %d, err %v; want both", replayed, failed, err)
+	}
+	back, _ := rdb.XRange(ctx, stream, "-", "+").Result()
+	if len(back) != 2 || len(back[0].Values) != 1 || len(back[1].Values) != 1 || back[1].Values["k"] != "new" {
+		t.Errorf("replayed: %+v; want each with its one original field", back)
 	}
 }

@@ -20,7 +20,8 @@ import (
 //	{S}:topix:alive:G:C                   string  consumer C's Heartbeat, JSON                  3 claim periods, at least 15s
 //	{S}:topix:group:G                     hash    the group's settings: dead_letter, claim_idle  7 days after the last write
 //	{S}:topix:minute:G:M                  hash    counts of minute M (Unix minutes): processed,  2 hours
-//	                                              failed, dead_lettered, acked; script (hash)
+//	                                              failed, dead_lettered, acked; script (hash);
+//	                                              lag (the group's, as Redis said it last)
 //	topix:groups                          zset    ["S","G"] of every group, by last report      members after 7 days; 10,000 newest kept
 //
 // {S} is the stream's slot prefix (the stream itself when it has a hash
@@ -63,6 +64,7 @@ const (
 	FieldDeadLettered = "dead_lettered"
 	FieldAcked        = "acked"
 	FieldScript       = "script"
+	FieldLag          = "lag"
 )
 
 // Heartbeat is what a consumer says of itself every ReportEvery.
@@ -156,6 +158,8 @@ func (c *Consumer) report(ctx context.Context, key string) (beatErr, recErr erro
 	minute := MinuteKey(c.opts.Stream, c.opts.Group, now.Unix()/60)
 	group := GroupKey(c.opts.Stream, c.opts.Group)
 
+	lag, lagErr := c.groupLag(ctx)
+
 	pipe := c.rdb.Pipeline()
 	beat := pipe.Set(ctx, key, val, c.heartbeatTTL())
 	var incrs []*redis.IntCmd
@@ -166,6 +170,9 @@ func (c *Consumer) report(ctx context.Context, key string) (beatErr, recErr erro
 	}
 	if hb.ScriptHash != "" {
 		pipe.HSet(ctx, minute, FieldScript, hb.ScriptHash)
+	}
+	if lag >= 0 {
+		pipe.HSet(ctx, minute, FieldLag, lag)
 	}
 	pipe.Expire(ctx, minute, minuteTTL)
 	pipe.HSet(ctx, group, FieldDeadLetter, c.opts.DeadLetter, FieldClaimIdle, c.opts.ClaimIdle.Milliseconds())
@@ -186,7 +193,26 @@ func (c *Consumer) report(ctx context.Context, key string) (beatErr, recErr erro
 			return beat.Err(), cmd.Err()
 		}
 	}
-	return beat.Err(), nil
+	return beat.Err(), lagErr
+}
+
+// groupLag returns the group's lag as Redis counts it (XINFO GROUPS), or
+// -1 when Redis cannot tell (after entries were deleted from the middle
+// of the stream, or a server that does not count entries read). One more
+// round trip per report, never on an entry's path.
+func (c *Consumer) groupLag(ctx context.Context) (int64, error) {
+	groups, err := c.rdb.XInfoGroups(ctx, c.opts.Stream).Result()
+	if err != nil {
+		return -1, err
+	}
+	for _, g := range groups {
+		// entries-read is 0 when Redis does not count it (before 7.0, and
+		// look-alikes such as topix dev's server, which says the length).
+		if g.Name == c.opts.Group && g.EntriesRead > 0 {
+			return g.Lag, nil
+		}
+	}
+	return -1, nil
 }
 
 // reportLoop reports every ReportEvery until done, and once more at the

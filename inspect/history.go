@@ -20,6 +20,9 @@ type Minute struct {
 	Failed       int64     `json:"failed"`
 	DeadLettered int64     `json:"dead_lettered"`
 	Script       string    `json:"script,omitempty"` // the hash a consumer ran then, if any reported it
+	// Lag is the group's lag as its consumers last reported it in that
+	// minute; null when none did, or Redis could not tell.
+	Lag *int64 `json:"lag"`
 }
 
 // History reads the last n minutes of a group's counts, oldest first, the
@@ -43,6 +46,9 @@ func (in *Inspector) History(ctx context.Context, stream, group string, n int) (
 			Processed: num(engine.FieldProcessed), Failed: num(engine.FieldFailed), DeadLettered: num(engine.FieldDeadLettered),
 			Script: m[engine.FieldScript],
 		}
+		if v, err := strconv.ParseInt(m[engine.FieldLag], 10, 64); err == nil && v >= 0 {
+			out[i].Lag = &v
+		}
 	}
 	return out, nil
 }
@@ -50,15 +56,19 @@ func (in *Inspector) History(ctx context.Context, stream, group string, n int) (
 // DeadEntry is one entry of a dead-letter stream: the original entry's
 // fields, and what topix recorded of its failure.
 type DeadEntry struct {
-	ID       string        `json:"id"`
-	Fields   []topix.Field `json:"fields"`
-	Error    string        `json:"error"`
-	Attempts string        `json:"attempts"`
-	Stream   string        `json:"stream"`
-	Group    string        `json:"group"`
-	Consumer string        `json:"consumer"`
-	EntryID  string        `json:"entry_id"` // its id in its stream
-	Time     string        `json:"time"`
+	ID     string        `json:"id"`
+	Fields []topix.Field `json:"fields"`
+	Error  string        `json:"error"`
+	// Backtrace is the script's backtrace of Error, when the error came
+	// from a script (empty for a timeout, a limit, or an earlier version's
+	// dead letter).
+	Backtrace string `json:"backtrace,omitempty"`
+	Attempts  string `json:"attempts"`
+	Stream    string `json:"stream"`
+	Group     string `json:"group"`
+	Consumer  string `json:"consumer"`
+	EntryID   string `json:"entry_id"` // its id in its stream
+	Time      string `json:"time"`
 	// Meta holds the topix.* fields; Foreign is set for an entry that is
 	// not a topix dead letter (its fields are all in Fields).
 	Meta    map[string]string `json:"meta,omitempty"`
@@ -126,5 +136,6 @@ func toDeadEntry(e any) DeadEntry {
 	d.Fields, d.Meta = orig, meta
 	d.Error, d.Attempts, d.Stream, d.Group = meta["topix.error"], meta["topix.attempts"], meta["topix.stream"], meta["topix.group"]
 	d.Consumer, d.EntryID, d.Time = meta["topix.consumer"], meta["topix.id"], meta["topix.time"]
+	d.Backtrace = meta["topix.backtrace"]
 	return d
 }

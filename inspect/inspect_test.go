@@ -186,11 +186,15 @@ func TestDeadListAndHistory(t *testing.T) {
 	}
 
 	now := time.Now().Unix() / 60
-	must(rdb.HSet(ctx, engine.MinuteKey("h", "g", now-2), engine.FieldProcessed, 7, engine.FieldScript, "abc").Result())
+	must(rdb.HSet(ctx, engine.MinuteKey("h", "g", now-2), engine.FieldProcessed, 7, engine.FieldScript, "abc", engine.FieldLag, 40).Result())
+	must(rdb.HSet(ctx, engine.MinuteKey("h", "g", now-1), engine.FieldLag, 0).Result())
 	must(rdb.HSet(ctx, engine.MinuteKey("h", "g", now), engine.FieldFailed, 3).Result())
 	hist := must(in.History(ctx, "h", "g", 5))
 	if len(hist) != 5 || hist[2].Processed != 7 || hist[2].Script != "abc" || hist[4].Failed != 3 || hist[3].Processed != 0 ||
 		hist[4].Time.Unix() != now*60 {
 		t.Errorf("history = %+v", hist)
+	}
+	if hist[2].Lag == nil || *hist[2].Lag != 40 || hist[3].Lag == nil || *hist[3].Lag != 0 || hist[4].Lag != nil || hist[0].Lag != nil {
+		t.Errorf("lag: a sample where reported (0 included), none elsewhere: %+v", hist)
 	}
 }

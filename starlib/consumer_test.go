@@ -300,3 +300,37 @@ def consumer(data):
 		t.Errorf("dead letters %+v; want entry 2, at its first attempt, with the reason and its position", dead)
 	}
 }
+
+// TestDeadLettersKeepTheBacktrace: a dead letter of a script's error keeps
+// its backtrace, every frame of the script, bounded for an error of any
+// size; one not raised by the script has an empty one.
+func TestDeadLettersKeepTheBacktrace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.star")
+	writeFile(t, path, `
+def check(data):
+    if data["n"] == "big":
+        dead_letter("x" * 100000)
+    dead_letter("no customer " + data["n"])
+
+def consumer(data):
+    check(data)
+`)
+	l := startScript(t, path)
+	l.add(t, "n", "2")
+	l.add(t, "n", "big")
+	redistest.WaitFor(t, 5*time.Second, "both entries dead-lettered", func() bool { return l.c.Stats().Acked == 2 })
+	dead, err := l.rdb.XRange(context.Background(), l.stream+":dead", "-", "+").Result()
+	if err != nil || len(dead) != 2 {
+		t.Fatalf("dead letters %d, %v", len(dead), err)
+	}
+	bt, _ := dead[0].Values["topix.backtrace"].(string)
+	for _, want := range []string{path + ":8:10: in consumer", path + ":5:16: in check", "Error in dead_letter: no customer 2"} {
+		if !strings.Contains(bt, want) {
+			t.Errorf("backtrace %q lacks %q", bt, want)
+		}
+	}
+	bt, _ = dead[1].Values["topix.backtrace"].(string)
+	if e, _ := dead[1].Values["topix.error"].(string); len(e) < 100000 || len(bt) > engine.MaxBacktrace+100 || !strings.HasSuffix(bt, "(cut at 16 KiB)") {
+		t.Errorf("a 100 kB error: topix.error %d bytes, backtrace %d bytes ending %q", len(e), len(bt), bt[max(0, len(bt)-30):])
+	}
+}

@@ -111,6 +111,11 @@ func TestThePageInABrowser(t *testing.T) {
 	go func() { done <- c.Run(cctx) }()
 	t.Cleanup(func() { stop(); <-done })
 	redistest.WaitFor(t, 10*time.Second, "the consumer to drain the stream", func() bool { return processed.Load() >= 5 })
+	redistest.WaitFor(t, 15*time.Second, "a report with the group's lag", func() bool {
+		now := time.Now().Unix() / 60
+		return rdb.HExists(bg, engine.MinuteKey(stream, "g", now), engine.FieldLag).Val() ||
+			rdb.HExists(bg, engine.MinuteKey(stream, "g", now-1), engine.FieldLag).Val()
+	})
 
 	s, err := web.New(rdb, web.Options{Addr: "127.0.0.1:0", Token: "tok", Actions: true})
 	if err != nil {
@@ -171,6 +176,10 @@ func TestThePageInABrowser(t *testing.T) {
 	if !strings.Contains(deadTable, hostileScript) || !strings.Contains(deadTable, hostileAttr) {
 		t.Errorf("the hostile entries do not show as text: %q", deadTable)
 	}
+	if caption := text(`figure.chart figcaption`); !strings.Contains(caption, "lag on its own scale") {
+		t.Errorf("the chart has no lag line: %q", caption)
+	}
+	do(chromedp.WaitReady(css(`figure.chart svg path.lag`)))
 	shot(t, ctx, "group.png")
 
 	// The filter.

@@ -8,12 +8,16 @@ import (
 )
 
 // chart is the last hour of a group, drawn as an SVG of three lines
-// (processed, failed, dead-lettered per minute) with a mark where the
-// script's hash changed.
+// (processed, failed, dead-lettered per minute) on one scale, the lag on a
+// scale of its own (it can be a million while a minute counts a
+// thousand), and a mark where the script's hash changed.
 type chart struct {
 	W, H                    int
 	Processed, Failed, Dead string // polyline points
 	Max                     int64
+	Lag                     string // path: minutes without a lag sample are gaps
+	LagMax                  int64
+	HasLag                  bool
 	Marks                   []mark
 	From, To                string // the first and the last minute, HH:MM UTC
 	Empty                   bool
@@ -54,6 +58,7 @@ func chartOf(hist []inspect.Minute) chart {
 	c.Processed = line(func(m inspect.Minute) int64 { return m.Processed })
 	c.Failed = line(func(m inspect.Minute) int64 { return m.Failed })
 	c.Dead = line(func(m inspect.Minute) int64 { return m.DeadLettered })
+	c.Lag, c.LagMax, c.HasLag = lagPath(hist, x)
 	last := ""
 	for i, m := range hist {
 		if m.Script == "" {
@@ -65,4 +70,30 @@ func chartOf(hist []inspect.Minute) chart {
 		last = m.Script
 	}
 	return c
+}
+
+// lagPath draws the lag on its own scale, 0 to its largest value; a
+// minute without a sample breaks the line rather than drawing a zero.
+func lagPath(hist []inspect.Minute, x func(int) float64) (d string, top int64, has bool) {
+	for _, m := range hist {
+		if m.Lag != nil {
+			top, has = max(top, *m.Lag), true
+		}
+	}
+	scale := max(top, 1)
+	var b strings.Builder
+	move := true
+	for i, m := range hist {
+		if m.Lag == nil {
+			move = true
+			continue
+		}
+		cmd := "L"
+		if move {
+			cmd, move = "M", false
+		}
+		y := chartH - chartPad - float64(*m.Lag)*float64(chartH-2*chartPad)/float64(scale)
+		fmt.Fprintf(&b, "%s%.1f,%.1f ", cmd, x(i), y)
+	}
+	return strings.TrimSpace(b.String()), top, has
 }

@@ -30,6 +30,8 @@ func TestMain(m *testing.M) { os.Exit(redistest.Main(m, &srv)) }
 const (
 	hostileScript = `<script>alert("x")</script>`
 	hostileAttr   = `"><img src=x onerror=alert(1)>`
+	// A backtrace that tries to close its <pre>.
+	hostileBacktrace = "Traceback (most recent call last):\n  app.star:8:10: in consumer\n  app.star:5:9: in check\nError in fail: </pre><script>alert(2)</script>"
 )
 
 // setUp makes stream s with a group g that topix consumers registered,
@@ -45,10 +47,16 @@ func setUp(t *testing.T, rdb *redis.Client, stream string) []string {
 	}
 	rdb.ZAdd(ctx, engine.RegistryKey, redis.Z{Score: 1, Member: engine.RegistryMember(stream, "g")})
 	var ids []string
-	for _, v := range [][2]string{{hostileScript, "boom " + hostileScript}, {hostileAttr, "bang"}, {"plain", "boom"}} {
-		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream + ":dead", Values: []any{"note", v[0],
+	// The first with a (hostile) backtrace; the others as earlier versions
+	// wrote dead letters, without one.
+	for i, v := range [][2]string{{hostileScript, "boom " + hostileScript}, {hostileAttr, "bang"}, {"plain", "boom"}} {
+		values := []any{"note", v[0],
 			"topix.error", v[1], "topix.attempts", "5", "topix.id", "1-1", "topix.stream", stream, "topix.group", "g",
-			"topix.consumer", "c1", "topix.time", "2026-01-01T00:00:00Z"}}).Result()
+			"topix.consumer", "c1", "topix.time", "2026-01-01T00:00:00Z"}
+		if i == 0 {
+			values = append(values, "topix.backtrace", hostileBacktrace)
+		}
+		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream + ":dead", Values: values}).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,11 +100,19 @@ func TestPagesShowTheGroupsAndEscapeEntries(t *testing.T) {
 		if code != 200 {
 			t.Errorf("GET %s: %d\n%s", path, code, body)
 		}
-		if strings.Contains(body, hostileScript) || strings.Contains(body, `<img src=x`) {
+		if strings.Contains(body, "<script>alert") || strings.Contains(body, `<img src=x`) {
 			t.Errorf("GET %s renders entry content unescaped:\n%s", path, body)
 		}
 	}
-	_, body := get(t, c, hs.URL+"/group?stream=p1&group=g")
+	_, body := get(t, c, hs.URL+"/dead?stream=p1&group=g&id="+ids[0])
+	if !strings.Contains(body, `<pre class="backtrace">Traceback (most recent call last):`+"\n"+`  app.star:8:10: in consumer`) ||
+		!strings.Contains(body, "Error in fail: &lt;/pre&gt;&lt;script&gt;") {
+		t.Errorf("the entry page does not show the backtrace, escaped:\n%s", body)
+	}
+	if strings.Count(body, "Traceback") != 1 {
+		t.Error("the backtrace shows twice (once more among the topix.* fields)")
+	}
+	_, body = get(t, c, hs.URL+"/group?stream=p1&group=g")
 	for _, want := range []string{"&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;", "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;", "3 matching", "p1:dead: 3"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the group page lacks %q", want)
