@@ -94,6 +94,9 @@ func lagPath(hist []inspect.Minute, x func(int) float64) (d string, top int64, h
 		}
 		y := chartH - chartPad - float64(*m.Lag)*float64(chartH-2*chartPad)/float64(scale)
 		fmt.Fprintf(&b, "%s%.1f,%.1f ", cmd, x(i), y)
+		if cmd == "M" && (i+1 == len(hist) || hist[i+1].Lag == nil) {
+			b.WriteString("l0,0 ") // a sample alone: a dot (the line's round cap)
+		}
 	}
 	return strings.TrimSpace(b.String()), top, has
 }

@@ -26,8 +26,8 @@ func TestChartDrawsTheLagOnItsOwnScale(t *testing.T) {
 		t.Fatalf("chart = %+v", c)
 	}
 	parts := strings.Fields(c.Lag)
-	if len(parts) != 3 || !strings.HasPrefix(parts[0], "M") || !strings.HasPrefix(parts[1], "L") || !strings.HasPrefix(parts[2], "M") {
-		t.Errorf("lag path %q: want a line over the first two minutes, a gap, then a new start", c.Lag)
+	if len(parts) != 4 || !strings.HasPrefix(parts[0], "M") || !strings.HasPrefix(parts[1], "L") || !strings.HasPrefix(parts[2], "M") || parts[3] != "l0,0" {
+		t.Errorf("lag path %q: want a line over the first two minutes, a gap, then a dot for the last alone", c.Lag)
 	}
 	top, bottom := float64(chartPad), float64(chartH-chartPad)
 	if y := yOf(t, parts[0]); y != top {
