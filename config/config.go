@@ -68,6 +68,7 @@ type Config struct {
 	WorkerNice   int           `koanf:"worker_nice"`   // run the calls this much lower in CPU priority (Linux); 0: same
 	WaitReplicas int           `koanf:"wait_replicas"` // replicas that must have emits and dead letters (consumer) or entries (emit) before they count; 0: none
 	WaitTimeout  time.Duration `koanf:"wait_timeout"`  // how long to wait for them
+	ExactlyOnce  bool          `koanf:"exactly_once"`  // add a call's emits and ack its entry in one script, only while it is pending
 
 	// Observability (consumer).
 	HTTP      string `koanf:"http"`       // address to serve /metrics, /healthz, /readyz on; empty: none

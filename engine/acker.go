@@ -225,6 +225,9 @@ func (c *Consumer) forSize(timeout time.Duration) redis.UniversalClient {
 // fails its entry, as a failed call does: it is retried after its backoff,
 // and dead-lettered with Redis's error after its last attempt.
 func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, batch []ack) (left []ack, err error) {
+	if c.opts.ExactlyOnce {
+		return c.flushAtomic(ctx, rdb, batch)
+	}
 	plain := make([]string, 0, len(batch))
 	var withEmits []int // indexes in batch
 	nargs, nemits := 0, 0

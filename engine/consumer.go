@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/topix-dev/topix"
 )
 
 // Options configure a Consumer. Stream, Group and Consumer are required;
@@ -83,6 +85,15 @@ type Options struct {
 	// their own, with a WAIT each: all must confirm.
 	WaitReplicas int
 	WaitTimeout  time.Duration
+
+	// ExactlyOnce adds an entry's emits (its dead letter included) and acks
+	// it in one server-side script, atomically, and only while the entry is
+	// pending: a second processing of an entry (after a crash, a reclaim,
+	// a lapsed lease) adds no emit; see exactlyonce.go. It needs Redis 7.0
+	// or later. On a Cluster every emit must hash to the stream's slot (a
+	// call emitting elsewhere fails), and so must DeadLetter (whose
+	// default becomes "{Stream}:dead" there).
+	ExactlyOnce bool
 
 	// Observer, if set, is told what the consumer does, for metrics.
 	Observer Observer
@@ -192,6 +203,12 @@ type Stats struct {
 	// Unreplicated counts entries left pending because the replicas did
 	// not confirm their emits in time (WaitReplicas).
 	Unreplicated int64
+
+	// Suppressed counts, with ExactlyOnce, entries found acked already
+	// when this consumer flushed them: another consumer (or an earlier try
+	// of the flush whose answer was lost) acked them first, and their
+	// emits were not added again.
+	Suppressed int64
 }
 
 // Consumer reads one stream through a consumer group and runs a Handler on
@@ -204,8 +221,9 @@ type Consumer struct {
 	obs  Observer
 
 	processed, failed, dead, claimed, acked, resent atomic.Int64
-	unreplicated                                    atomic.Int64
+	unreplicated, suppressed                        atomic.Int64
 	pending                                         int64
+	slot                                            int // with ExactlyOnce on a Cluster, the stream's slot, which every emit must share; else -1
 
 	inflight inflight    // entries this consumer holds: read, not yet acked
 	attempts *attempts   // the attempt records of entries whose attempts matter after a stop
@@ -236,8 +254,17 @@ type Consumer struct {
 
 // New checks opts and returns a Consumer that is not yet running.
 func New(rdb redis.UniversalClient, rt Runtime, opts Options) (*Consumer, error) {
+	_, cluster := rdb.(*redis.ClusterClient)
+	if opts.ExactlyOnce && cluster && opts.DeadLetter == "" && opts.Stream != "" {
+		opts.DeadLetter = exactlyOnceDeadLetter(opts.Stream)
+	}
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
+	}
+	if opts.ExactlyOnce && cluster {
+		if err := checkSlots(&opts); err != nil {
+			return nil, err
+		}
 	}
 	log := opts.Logger.With("stream", opts.Stream, "group", opts.Group, "consumer", opts.Consumer)
 	c := &Consumer{rdb: rdb, rt: rt, opts: opts, log: log, obs: opts.Observer, redis: &outage{log: log}}
@@ -245,6 +272,10 @@ func New(rdb redis.UniversalClient, rt Runtime, opts Options) (*Consumer, error)
 		c.obs = nopObserver{}
 	}
 	c.rep.host, _ = os.Hostname()
+	c.slot = -1
+	if opts.ExactlyOnce && cluster {
+		c.slot = topix.Slot(opts.Stream)
+	}
 	c.maxBackoff = maxBackoff
 	if _, ok := rdb.(*redis.ClusterClient); ok {
 		c.redis.each = c.reroute
@@ -268,8 +299,12 @@ func (c *Consumer) Stats() Stats {
 		Pending:      c.pending,
 		Resent:       c.resent.Load(),
 		Unreplicated: c.unreplicated.Load(),
+		Suppressed:   c.suppressed.Load(),
 	}
 }
+
+// DeadLetter is the dead-letter stream the consumer adds to.
+func (c *Consumer) DeadLetter() string { return c.opts.DeadLetter }
 
 // Run creates the group if needed, then consumes until ctx is cancelled.
 //
@@ -297,6 +332,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		handlers[i] = h
 	}
+	if c.opts.ExactlyOnce {
+		if err := c.checkExactlyOnce(ctx); err != nil {
+			return err
+		}
+	}
 	if err := c.ensureGroup(ctx); err != nil {
 		return err
 	}
@@ -306,7 +346,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.phase.Store(int32(PhaseRunning))
 	c.log.Info("consuming", "workers", c.opts.Concurrency, "batch", c.opts.Batch, "batch_bytes", c.opts.BatchBytes,
 		"claim_idle", c.opts.ClaimIdle.String(), "max_attempts", c.opts.MaxAttempts, "dead_letter", c.opts.DeadLetter,
-		"worker_nice", c.opts.WorkerNice)
+		"worker_nice", c.opts.WorkerNice, "exactly_once", c.opts.ExactlyOnce)
 
 	// hard is cancelled ShutdownTimeout after ctx: it cuts the calls in
 	// flight and the entries not yet started.
@@ -502,6 +542,9 @@ func (c *Consumer) process(hard context.Context, w int, h Handler, msg *Message,
 			*calls = append(*calls, Call{Result: resultOf(res.Err), Duration: time.Duration(end - start), Age: ageAt(msg.ID, start)})
 		}
 	}
+	if res.Err == nil && c.opts.ExactlyOnce && len(res.Emits) > 0 {
+		res.Err = c.checkEmits(res.Emits)
+	}
 	if res.Err == nil {
 		c.processed.Add(1)
 		a := ack{id: msg.ID, emits: res.Emits}
@@ -631,6 +674,9 @@ func (c *Consumer) finish() {
 	}
 	if n := c.unreplicated.Load(); n > 0 {
 		attrs = append(attrs, "unreplicated", n) // processed again
+	}
+	if c.opts.ExactlyOnce {
+		attrs = append(attrs, "duplicates_suppressed", c.suppressed.Load())
 	}
 	c.log.Info("stopped", attrs...)
 }

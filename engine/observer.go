@@ -38,6 +38,9 @@ type Observer interface {
 	EmitsFailed(n int)
 	// GroupRecreated: the group was gone and this consumer created it again.
 	GroupRecreated()
+	// Suppressed: with ExactlyOnce, n entries found acked already when
+	// flushed (another consumer did first); their emits were not added.
+	Suppressed(n int)
 }
 
 // Source is where an entry handed to the workers came from.
@@ -131,3 +134,4 @@ func (nopObserver) Gone(int)                     {}
 func (nopObserver) Emitted(int)                  {}
 func (nopObserver) EmitsFailed(int)              {}
 func (nopObserver) GroupRecreated()              {}
+func (nopObserver) Suppressed(int)               {}

@@ -66,6 +66,7 @@ func (c *counter) Gone(n int)        { c.add("gone", n) }
 func (c *counter) Emitted(n int)     { c.add("emitted", n) }
 func (c *counter) EmitsFailed(n int) { c.add("emits_failed", n) }
 func (c *counter) GroupRecreated()   { c.add("recreated", 1) }
+func (c *counter) Suppressed(n int)  { c.add("suppressed", n) }
 
 // limitErr is an error that says which limit stopped its call, as the
 // Starlark runtime's do.

@@ -48,6 +48,7 @@ type Metrics struct {
 	emits       prometheus.Counter
 	emitsFailed prometheus.Counter
 	recreated   prometheus.Counter
+	suppressed  prometheus.Counter
 }
 
 var _ engine.Observer = (*Metrics)(nil)
@@ -82,6 +83,7 @@ func New(stream, group string, callTimeout time.Duration) *Metrics {
 	m.emits = f.counter("topix_emits_total", "Entries the scripts emitted that Redis added (dead letters not included).")
 	m.emitsFailed = f.counter("topix_emits_failed_total", "Emits Redis refused (or that were invalid); each failed its entry's call.")
 	m.recreated = f.counter("topix_groups_recreated_total", "Times the group was gone and this consumer created it again.")
+	m.suppressed = f.counter("topix_duplicates_suppressed_total", "With --exactly-once, entries found acked already when flushed (another consumer processed them first): their emits were not added again.")
 
 	bi := version.Get()
 	f.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -146,6 +148,7 @@ func (m *Metrics) Gone(n int)        { m.gone.Add(float64(n)) }
 func (m *Metrics) Emitted(n int)     { m.emits.Add(float64(n)) }
 func (m *Metrics) EmitsFailed(n int) { m.emitsFailed.Add(float64(n)) }
 func (m *Metrics) GroupRecreated()   { m.recreated.Inc() }
+func (m *Metrics) Suppressed(n int)  { m.suppressed.Add(float64(n)) }
 
 // Watch exports the gauges of c (calls in flight, retries waiting,
 // workers, Redis up and its outages), of script (reloads, its version) and

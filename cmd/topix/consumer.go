@@ -92,6 +92,7 @@ does, is one stop).`,
 	f.Duration(config.FlagName("prune_idle"), d.PruneIdle, "remove other consumers of the group idle this long that own no pending entries; 0 never does [$TOPIX_PRUNE_IDLE]")
 	f.Int(config.FlagName("worker_nice"), d.WorkerNice, "run the scripts this much lower in CPU priority (nice) than reading and acking, so busy scripts do not starve a Redis on the same machine; 0 keeps one priority (Linux) [$TOPIX_WORKER_NICE]")
 	addWaitFlags(cmd, "its emits and dead letters before it acks the entry")
+	f.Bool(config.FlagName("exactly_once"), d.ExactlyOnce, "add each call's emits and ack its entry in one server-side script, only while the entry is pending: an entry processed twice (a crash, a reclaim) emits once. Redis 7.0+; on a Cluster emits must share the stream's hash slot; see docs/reliability.md [$TOPIX_EXACTLY_ONCE]")
 	f.Bool("no-reload", !d.Reload, "do not reload the script when its files change [$TOPIX_RELOAD=false]")
 	f.String(config.FlagName("http"), d.HTTP, "serve /metrics (Prometheus), /healthz and /readyz on this address, like 127.0.0.1:9090; off by default [$TOPIX_HTTP]")
 	f.Bool(config.FlagName("http_debug"), d.HTTPDebug, "with --http, also serve Go's profiles on /debug/pprof/ [$TOPIX_HTTP_DEBUG]")
@@ -171,6 +172,7 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 		WorkerNice:      cfg.WorkerNice,
 		WaitReplicas:    cfg.WaitReplicas,
 		WaitTimeout:     cfg.WaitTimeout,
+		ExactlyOnce:     cfg.ExactlyOnce,
 		Records:         cfg.Stats,
 		Describe: func() engine.Presence {
 			path, hash := rt.Version()
@@ -186,11 +188,7 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 		return usageError(err)
 	}
 	if mx != nil {
-		dead := cfg.DeadLetter
-		if dead == "" {
-			dead = stream + ":dead"
-		}
-		mx.Watch(c, rt, inspect.New(rdb), stream, group, inspect.Options{DeadLetter: dead, ClaimIdle: cfg.ClaimIdle})
+		mx.Watch(c, rt, inspect.New(rdb), stream, group, inspect.Options{DeadLetter: c.DeadLetter(), ClaimIdle: cfg.ClaimIdle})
 		// The web page of its own group, read-only: actions are topix web's.
 		page, err := web.New(rdb, web.Options{Group: &inspect.Ref{Stream: stream, Group: group}, Log: log})
 		if err != nil {
@@ -211,7 +209,7 @@ func (a *app) runConsumer(cmd *cobra.Command, args []string) error {
 	if err := c.Run(ctx); err != nil {
 		var pe *engine.PermissionError
 		switch {
-		case errors.Is(err, engine.ErrWrongType):
+		case errors.Is(err, engine.ErrWrongType), errors.Is(err, engine.ErrExactlyOnce):
 			return usageError(err)
 		case errors.As(err, &pe), errors.Is(err, engine.ErrClusterNode):
 			return &exitError{exitRedis, err}

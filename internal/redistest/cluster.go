@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/topix-dev/topix"
 )
 
 // Cluster is a local Redis Cluster: redis-server processes on loopback
@@ -181,30 +183,7 @@ func (c *Cluster) Node(addr string) *Server {
 }
 
 // Slot returns the hash slot of key.
-func Slot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return int(crc16(key) % 16384)
-}
-
-// crc16 is CRC16-CCITT (XMODEM), Redis Cluster's key hash.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
+func Slot(key string) int { return topix.Slot(key) }
 
 // shards reads the cluster's view from the first live node: for each
 // master, its address and its replicas' addresses, and the slot ranges it
