@@ -135,7 +135,8 @@ func TestASecondProcessingEmitsNothing(t *testing.T) {
 			id := add(t, rdb, stream, "hold", "1")
 			h := newEmitter(out)
 			h.fail = tc.fail
-			r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c1", Block: 50 * time.Millisecond, ExactlyOnce: tc.exactlyOnce})
+			r := start(t, rdb, h, engine.Options{Stream: stream, Group: group, Consumer: "c1", Block: 50 * time.Millisecond,
+				ClaimIdle: 300 * time.Millisecond, ExactlyOnce: tc.exactlyOnce, Records: true})
 			if got := <-h.held; got != id {
 				t.Fatalf("held %s, want %s", got, id)
 			}
@@ -161,6 +162,11 @@ func TestASecondProcessingEmitsNothing(t *testing.T) {
 			}
 			if s := r.c.Stats().Suppressed; s != wantSuppressed {
 				t.Errorf("suppressed %d, want %d", s, wantSuppressed)
+			}
+			if wantSuppressed > 0 {
+				redistest.WaitFor(t, 5*time.Second, "the duplicate in the group's record", func() bool {
+					return rdb.HGet(ctx, engine.GroupKey(stream, group), engine.FieldSuppressed).Val() == "1"
+				})
 			}
 			if p := groupInfo(t, rdb, stream, group).Pending; p != 0 {
 				t.Errorf("%d entries left pending", p)

@@ -18,7 +18,8 @@ import (
 //
 //	key                                   type    holds                                         expires
 //	{S}:topix:alive:G:C                   string  consumer C's Heartbeat, JSON                  3 claim periods, at least 15s
-//	{S}:topix:group:G                     hash    the group's settings: dead_letter, claim_idle  7 days after the last write
+//	{S}:topix:group:G                     hash    the group's settings: dead_letter, claim_idle; 7 days after the last write
+//	                                              suppressed (duplicates, --exactly-once, total)
 //	{S}:topix:minute:G:M                  hash    counts of minute M (Unix minutes): processed,  2 hours
 //	                                              failed, dead_lettered, acked; script (hash);
 //	                                              lag (the group's, as Redis said it last)
@@ -65,6 +66,7 @@ const (
 	FieldAcked        = "acked"
 	FieldScript       = "script"
 	FieldLag          = "lag"
+	FieldSuppressed   = "suppressed"
 )
 
 // Heartbeat is what a consumer says of itself every ReportEvery.
@@ -99,7 +101,7 @@ type Presence struct {
 type reporter struct {
 	started time.Time
 	host    string
-	sent    [4]int64 // processed, failed, dead, acked, as of the last report that went through
+	sent    [5]int64 // processed, failed, dead, acked, suppressed, as of the last report that went through
 }
 
 // heartbeatTTL is how long a heartbeat outlives its consumer.
@@ -154,7 +156,7 @@ func (c *Consumer) report(ctx context.Context, key string) (beatErr, recErr erro
 		hb.Version, hb.Script, hb.ScriptHash = p.Version, p.Script, p.ScriptHash
 	}
 	val, _ := json.Marshal(hb)
-	counts := [4]int64{c.processed.Load(), c.failed.Load(), c.dead.Load(), c.acked.Load()}
+	counts := [5]int64{c.processed.Load(), c.failed.Load(), c.dead.Load(), c.acked.Load(), c.suppressed.Load()}
 	minute := MinuteKey(c.opts.Stream, c.opts.Group, now.Unix()/60)
 	group := GroupKey(c.opts.Stream, c.opts.Group)
 
@@ -167,6 +169,9 @@ func (c *Consumer) report(ctx context.Context, key string) (beatErr, recErr erro
 		if d := counts[i] - c.rep.sent[i]; d != 0 {
 			incrs = append(incrs, pipe.HIncrBy(ctx, minute, f, d))
 		}
+	}
+	if d := counts[4] - c.rep.sent[4]; d != 0 {
+		incrs = append(incrs, pipe.HIncrBy(ctx, group, FieldSuppressed, d))
 	}
 	if hb.ScriptHash != "" {
 		pipe.HSet(ctx, minute, FieldScript, hb.ScriptHash)

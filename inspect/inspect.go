@@ -90,6 +90,12 @@ type Group struct {
 	Rate      float64 `json:"rate"`
 	ErrorRate float64 `json:"error_rate"`
 
+	// Suppressed counts the entries consumers with --exactly-once found
+	// acked already when they flushed them (processed twice; their second
+	// emits not added), since the group's record began (it expires 7 days
+	// after the last report).
+	Suppressed int64 `json:"duplicates_suppressed"`
+
 	LastDelivered string    `json:"last_delivered_id"`
 	Time          time.Time `json:"time"` // when it was read
 }
@@ -206,6 +212,7 @@ func (in *Inspector) Group(ctx context.Context, stream, group string, opts Optio
 		}
 	}
 	g.ClaimIdle = claimIdle.Seconds()
+	g.Suppressed, _ = strconv.ParseInt(settings.Val()[engine.FieldSuppressed], 10, 64)
 	g.Pending = summary.Val().Count
 	if g.Pending > 0 {
 		g.OldestPending = ageOf(summary.Val().Lower, now)

@@ -281,6 +281,9 @@ func statsText(w io.Writer, r inspect.Report, single bool) {
 		}
 		tw.Flush()
 	}
+	if g.Suppressed > 0 {
+		fmt.Fprintf(w, "\nduplicates suppressed (--exactly-once): %d entries processed twice, emitted once\n", g.Suppressed)
+	}
 	fmt.Fprintf(w, "\ndead letters in %s: %d\n", g.DeadLetter, g.DeadLetters)
 	for _, d := range r.DeadLetterReasons {
 		fmt.Fprintf(w, "  %6d  %s\n", d.Count, d.Reason)

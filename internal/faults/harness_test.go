@@ -217,11 +217,17 @@ func (p *proc) exitCode(t *testing.T) int {
 // seed adds n entries to stream in with fields made by fields(i).
 func seed(t *testing.T, rdb *redis.Client, n int, fields func(i int) []string) {
 	t.Helper()
+	seedInto(t, rdb, "in", n, fields)
+}
+
+// seedInto adds n entries to stream with fields made by fields(i).
+func seedInto(t *testing.T, rdb redis.UniversalClient, stream string, n int, fields func(i int) []string) {
+	t.Helper()
 	ctx := context.Background()
 	for start := 0; start < n; start += 1000 {
 		pipe := rdb.Pipeline()
 		for i := start; i < min(start+1000, n); i++ {
-			pipe.XAdd(ctx, &redis.XAddArgs{Stream: "in", Values: fields(i)})
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fields(i)})
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			t.Fatal(err)
@@ -243,17 +249,25 @@ func (c tally) String() string {
 		c.sent, c.processed, c.duplicated, c.dead, c.pending, c.lost)
 }
 
+// keys are the streams a scenario counts: its input, the results its
+// script emits to, and the dead-letter stream.
+type keys struct{ in, results, dead string }
+
+var plainKeys = keys{"in", "results", "in:dead"}
+
 // count reads the input stream, the results stream, the dead-letter stream
 // and the pending list, and accounts for every entry.
-func count(t *testing.T, rdb redis.UniversalClient) tally {
+func count(t *testing.T, rdb redis.UniversalClient) tally { return countOf(t, rdb, plainKeys) }
+
+func countOf(t *testing.T, rdb redis.UniversalClient, k keys) tally {
 	t.Helper()
 	ctx := context.Background()
 	c := tally{results: map[string]int{}, deadIDs: map[string]string{}}
 	sent := map[string]bool{}
-	scan(t, rdb, "in", func(m redis.XMessage) { sent[m.ID] = true })
+	scan(t, rdb, k.in, func(m redis.XMessage) { sent[m.ID] = true })
 	c.sent = len(sent)
-	scan(t, rdb, "results", func(m redis.XMessage) { c.results[m.Values["id"].(string)]++ })
-	scan(t, rdb, "in:dead", func(m redis.XMessage) { c.deadIDs[m.Values["topix.id"].(string)] = m.Values["topix.error"].(string) })
+	scan(t, rdb, k.results, func(m redis.XMessage) { c.results[m.Values["id"].(string)]++ })
+	scan(t, rdb, k.dead, func(m redis.XMessage) { c.deadIDs[m.Values["topix.id"].(string)] = m.Values["topix.error"].(string) })
 	for id, n := range c.results {
 		if sent[id] {
 			c.processed++
@@ -261,7 +275,7 @@ func count(t *testing.T, rdb redis.UniversalClient) tally {
 		}
 	}
 	c.dead = len(c.deadIDs)
-	if p, err := rdb.XPending(ctx, "in", "g").Result(); err == nil {
+	if p, err := rdb.XPending(ctx, k.in, "g").Result(); err == nil {
 		c.pending = int(p.Count)
 	}
 	for id := range sent {
@@ -295,10 +309,12 @@ var waitFor = redistest.WaitFor
 
 // waitDrained waits until every entry sent was processed and none is
 // pending: what every scenario waits for before it stops its consumers.
-func waitDrained(t *testing.T, rdb redis.UniversalClient) {
+func waitDrained(t *testing.T, rdb redis.UniversalClient) { waitDrainedOf(t, rdb, plainKeys) }
+
+func waitDrainedOf(t *testing.T, rdb redis.UniversalClient, k keys) {
 	t.Helper()
 	waitFor(t, 120*time.Second, "every entry processed and nothing pending", func() bool {
-		c := count(t, rdb)
+		c := countOf(t, rdb, k)
 		return c.processed == c.sent && c.pending == 0
 	})
 }
