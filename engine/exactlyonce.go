@@ -20,16 +20,22 @@ import (
 // lapsed in a slow call, a flush sent again because its answer was lost)
 // finds it acked, adds nothing, and counts it as a duplicate suppressed.
 //
-// The script takes a whole flush. For each entry, before anything is
-// written, it checks every stream the entry emits to (its type, and the
-// ACL user's right to XADD to it): an emit that would fail leaves the
-// entry pending, with nothing added, and fails its call as a refused emit
-// does without the flag. Then, if the entry is pending, its XADDs; at the
-// end one XACK of the entries whose emits went in. A failure in the middle
-// (which the checks leave only to an unforeseen error) stops the script
-// with the entries not yet acked: they are flushed again, and may then
-// emit twice, but nothing is lost. Redis replicates and persists a
-// script's effects as one transaction.
+// The script takes a whole flush. For each entry, before anything of it
+// is written, it checks every stream the entry emits to, once per stream
+// and flush: that the ACL user may XADD to it, that it is a stream or no
+// key, and that it has ids left ("*" fails on a stream whose last id is
+// the largest there is). An emit that would fail leaves its entry pending
+// with nothing added, and fails its call as a refused emit does without
+// the flag. Then XACK of the entry: 0 (someone acked it already) adds
+// nothing; 1 adds its emits, which the checks leave nothing to fail on.
+// The XACK goes first because it answers the question and does the work
+// in one command; what could still stop the script part-way (a check that
+// itself fails, such as a key of a slot being migrated away) happens
+// before the XACK of its entry, and leaves the entries before it complete
+// and the others untouched, to be flushed again. Redis runs a script
+// whole (it refuses one under maxmemory before it starts, and does not
+// kill one that wrote), and replicates and persists its effects as one
+// transaction.
 //
 //	KEYS[1]     the consumed stream
 //	ARGV[1]     the group
@@ -45,64 +51,68 @@ import (
 // would fail the flush of every entry; the script checks them one by one
 // instead. (On a Cluster they share the stream's slot: checkEmits.)
 //
-// It answers one value per entry: 1 (emitted and acked), 0 (not pending:
-// acked already; nothing added), or "WRONGTYPE key" / "NOPERM key" (an
-// emit that would fail; nothing done).
+// It answers one value per entry: 1 (acked, its emits added), 0 (not
+// pending: acked already; nothing added), or "WRONGTYPE key", "NOPERM
+// key" or "FULL key" (an emit that would fail; nothing done).
 const exactlyOnceScript = `#!lua
 local stream, group = KEYS[1], ARGV[1]
 local nkeys = tonumber(ARGV[2])
-local checked = {}
+local checked, names = {}, {}
 local function check(k)
   local c = checked[k]
   if c == nil then
-    local key = ARGV[2 + k]
+    local key = ARGV[2 + tonumber(k)]
+    names[k] = key
     c = true
     if not redis.acl_check_cmd('XADD', key, '*', 'f', 'v') then
       c = 'NOPERM ' .. key
     elseif redis.acl_check_cmd('TYPE', key) then
       local t = redis.call('TYPE', key)['ok']
-      if t ~= 'stream' and t ~= 'none' then c = 'WRONGTYPE ' .. key end
+      if t ~= 'stream' and t ~= 'none' then
+        c = 'WRONGTYPE ' .. key
+      elseif t == 'stream' and redis.acl_check_cmd('XINFO', 'STREAM', key) then
+        local info = redis.call('XINFO', 'STREAM', key)
+        for f = 1, #info, 2 do
+          if info[f] == 'last-generated-id' and info[f + 1] == '18446744073709551615-18446744073709551615' then
+            c = 'FULL ' .. key
+          end
+        end
+      end
     end
     checked[k] = c
   end
   return c
 end
-local out, acks, seen = {}, {}, {}
+local out = {}
 local i = 4 + nkeys
 for n = 1, tonumber(ARGV[3 + nkeys]) do
   local id, ne = ARGV[i], tonumber(ARGV[i + 1])
   local first, j, bad = i + 2, i + 2, nil
   for e = 1, ne do
-    local ok = check(tonumber(ARGV[j]))
+    local ok = checked[ARGV[j]]
+    if ok == nil then ok = check(ARGV[j]) end
     if ok ~= true and bad == nil then bad = ok end
     j = j + 3 + 2 * tonumber(ARGV[j + 2])
   end
-  if seen[id] or #redis.call('XPENDING', stream, group, id, id, 1) == 0 then
-    out[n] = 0
-  elseif bad then
+  if bad then
     out[n] = bad
+  elseif redis.call('XACK', stream, group, id) == 0 then
+    out[n] = 0
   else
     local k = first
     for e = 1, ne do
-      local key, maxlen, nf = ARGV[2 + tonumber(ARGV[k])], ARGV[k + 1], tonumber(ARGV[k + 2])
-      local args
+      local key, maxlen, f = names[ARGV[k]], ARGV[k + 1], k + 3
+      local last = f + 2 * tonumber(ARGV[k + 2]) - 1
       if maxlen == '0' then
-        args = {'XADD', key, '*'}
+        redis.call('XADD', key, '*', unpack(ARGV, f, last))
       else
-        args = {'XADD', key, 'MAXLEN', '~', maxlen, '*'}
+        redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, f, last))
       end
-      for f = k + 3, k + 2 + 2 * nf do args[#args + 1] = ARGV[f] end
-      redis.call(unpack(args))
-      k = k + 3 + 2 * nf
+      k = last + 1
     end
-    seen[id] = true
-    acks[#acks + 1] = id
     out[n] = 1
   end
   i = j
-end
-for a = 1, #acks, 1000 do
-  redis.call('XACK', stream, group, unpack(acks, a, math.min(a + 999, #acks)))
 end
 return out
 `
@@ -125,7 +135,11 @@ var exactlyOnceLua = redis.NewScript(exactlyOnceScript)
 // and it is loaded, so that the first flush finds it.
 func (c *Consumer) checkExactlyOnce(ctx context.Context) error {
 	info, err := c.rdb.Info(ctx, "server").Result()
-	if err != nil && !isServerError(err) {
+	switch {
+	case err == nil:
+	case classify(err) == errPermission:
+		return permission("INFO", c.opts.Stream, err)
+	case !isServerError(err):
 		return err
 	}
 	v, ok := infoField(info, "redis_version")
@@ -350,9 +364,14 @@ func (c *Consumer) flushAtomic(ctx context.Context, rdb redis.UniversalClient, b
 				}
 			case string:
 				kind, key, _ := strings.Cut(r, " ")
-				var refused error = fmt.Errorf("emit to stream %q failed: %s: Redis holds another type of key there", key, kind)
-				if kind == "NOPERM" {
+				var refused error
+				switch kind {
+				case "NOPERM":
 					refused = permission("XADD", key, errors.New("NOPERM this user has no permissions to access the key"))
+				case "FULL":
+					refused = fmt.Errorf("emit to stream %q failed: its last id is the largest there is, no entry can be added (XADD * would fail)", key)
+				default:
+					refused = fmt.Errorf("emit to stream %q failed: %s: Redis holds another type of key there", key, kind)
 				}
 				if !a.dead {
 					c.obs.EmitsFailed(1)

@@ -189,13 +189,18 @@ func TestExactlyOnceARefusedEmitAddsNothing(t *testing.T) {
 	}{
 		{"a key of another type", "wrongtype", "WRONGTYPE", false},
 		{"a stream the ACL user may not write", "forbidden", "Redis refused XADD", true},
+		{"a stream whose ids are used up", "full", "its last id is the largest there is", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stream, group := names(t)
 			good, bad := stream+":good", tc.bad+":"+stream
 			admin.Set(ctx, bad, "x", 0)
-			if tc.bad == "forbidden" {
+			switch tc.bad {
+			case "forbidden":
 				admin.Del(ctx, bad)
+			case "full":
+				admin.Del(ctx, bad)
+				admin.XAdd(ctx, &redis.XAddArgs{Stream: bad, ID: "18446744073709551615-18446744073709551615", Values: []any{"k", "v"}})
 			}
 			rdb := admin
 			if tc.user {

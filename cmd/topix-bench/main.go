@@ -71,6 +71,7 @@ type config struct {
 	skipIngest   bool
 	skipRealistc bool
 	compare      string
+	exactlyOnce  bool
 }
 
 func main() {
@@ -90,6 +91,7 @@ func main() {
 	flag.BoolVar(&c.skipIngest, "no-ingest", false, "skip the ingest measurement")
 	flag.BoolVar(&c.skipRealistc, "no-realistic", false, "skip the realistic script")
 	flag.StringVar(&c.compare, "compare", "", "another topix binary: each round also drains the realistic script with it, side by side")
+	flag.BoolVar(&c.exactlyOnce, "exactly-once", false, "each round also drains the realistic script with --exactly-once, side by side")
 	cluster := flag.Bool("cluster", false, "instead: drain three streams from one redis-server and from a cluster of three masters, side by side")
 	flag.Parse()
 	c.concurrency = ints(conc)
@@ -221,6 +223,8 @@ func (b *bench) drains() error {
 		ref, trivial, realistic []float64
 		cpu                     [3][]perEntry
 		other, otherTrivial     []float64 // realistic and trivial with -compare
+		once                    []float64 // realistic with --exactly-once
+		onceCPU                 []perEntry
 	}
 	var rows []row
 	for _, conc := range b.concurrency {
@@ -244,6 +248,16 @@ func (b *bench) drains() error {
 				}
 				r.realistic, r.cpu[2] = append(r.realistic, re), append(r.cpu[2], cpu)
 				line += fmt.Sprintf(", realistic %.0f/s (%s)", re, cpu)
+			}
+			if b.exactlyOnce {
+				eo, cpu, err := b.drain("exactly-once", conc, func(group string) (func() error, int, error) {
+					return b.consumerOf(b.topix, group, "realistic", conc, "in", "--exactly-once")
+				})
+				if err != nil {
+					return err
+				}
+				r.once, r.onceCPU = append(r.once, eo), append(r.onceCPU, cpu)
+				line += fmt.Sprintf(", realistic --exactly-once %.0f/s (%s)", eo, cpu)
 			}
 			if b.compare != "" {
 				ot, cpu, err := b.drain("compare", conc, func(group string) (func() error, int, error) {
@@ -281,6 +295,13 @@ func (b *bench) drains() error {
 		fmt.Printf("concurrency %d, per round: b/a %s; c/a %s\n", r.conc, fmtRatios(ratios(r.trivial, r.ref)), fmtRatios(ratios(r.realistic, r.ref)))
 	}
 	for _, r := range rows {
+		if len(r.once) > 0 {
+			redisWith, redisWithout := medianCPU(r.onceCPU, true), medianCPU(r.cpu[2], true)
+			fmt.Printf("\nconcurrency %d: realistic with --exactly-once / without (median of the rounds' ratios): %.3f (rounds %s);\n"+
+				"  cpu/entry, median: redis %.2fµs with, %.2fµs without (+%.2fµs); consumer %.2fµs with, %.2fµs without\n",
+				r.conc, median(ratios(r.once, r.realistic)), fmtRatios(ratios(r.once, r.realistic)),
+				us(redisWith), us(redisWithout), us(redisWith-redisWithout), us(medianCPU(r.onceCPU, false)), us(medianCPU(r.cpu[2], false)))
+		}
 		if len(r.other) > 0 {
 			fmt.Printf("\nconcurrency %d: %s / %s (median of the rounds' ratios): trivial %.3f (rounds %s), realistic %.3f (rounds %s)\n",
 				r.conc, b.topix, b.compare,
@@ -290,6 +311,18 @@ func (b *bench) drains() error {
 	}
 	fmt.Println()
 	return nil
+}
+
+// medianCPU is the median CPU per entry of Redis (or of the consumer).
+func medianCPU(v []perEntry, redis bool) time.Duration {
+	f := make([]float64, len(v))
+	for i, c := range v {
+		f[i] = float64(c.consumer)
+		if redis {
+			f[i] = float64(c.redis)
+		}
+	}
+	return time.Duration(median(f))
 }
 
 func fmtRatios(v []float64) string {
@@ -454,9 +487,10 @@ func (b *bench) topixConsumer(group, script string, conc int, stream string) (fu
 }
 
 // consumerOf starts `consumer in GROUP script` with the given binary.
-func (b *bench) consumerOf(bin, group, script string, conc int, stream string) (func() error, int, error) {
-	p, err := b.startBinary(bin, nil, "consumer", stream, group, b.scripts[script], "--concurrency", strconv.Itoa(conc),
-		"--no-reload", "--log-level", "warn", "--name", "bench")
+func (b *bench) consumerOf(bin, group, script string, conc int, stream string, flags ...string) (func() error, int, error) {
+	args := append([]string{"consumer", stream, group, b.scripts[script], "--concurrency", strconv.Itoa(conc),
+		"--no-reload", "--log-level", "warn", "--name", "bench"}, flags...)
+	p, err := b.startBinary(bin, nil, args...)
 	if err != nil {
 		return nil, 0, err
 	}
