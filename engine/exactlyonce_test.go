@@ -302,3 +302,33 @@ func TestExactlyOnceEmitWithTooManyFields(t *testing.T) {
 		t.Errorf("dead letters %+v", dead)
 	}
 }
+
+// TestExactlyOnceOnAClusterNeedsOneSlot: on a Cluster the dead-letter
+// stream defaults to one on the stream's slot, and one given elsewhere is
+// refused before anything runs. (Scenario v of the fault suite runs it on
+// a real cluster.)
+func TestExactlyOnceOnAClusterNeedsOneSlot(t *testing.T) {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}}) // never dialled by New
+	defer cc.Close()
+	h := newEmitter("x")
+	for _, tc := range []struct{ stream, dead, want string }{
+		{"orders", "", "{orders}:dead"},
+		{"{orders}", "", "{orders}:dead"},
+		{"{o}rders", "", "{o}rders:dead"},
+		{"orders", "{orders}:failed", "{orders}:failed"},
+	} {
+		c, err := engine.New(cc, h, engine.Options{Stream: tc.stream, Group: "g", Consumer: "c", DeadLetter: tc.dead, ExactlyOnce: true})
+		if err != nil {
+			t.Errorf("%s, --dead-letter %q: %v", tc.stream, tc.dead, err)
+		} else if c.DeadLetter() != tc.want {
+			t.Errorf("%s, --dead-letter %q: dead letters to %q; want %q", tc.stream, tc.dead, c.DeadLetter(), tc.want)
+		}
+	}
+	_, err := engine.New(cc, h, engine.Options{Stream: "orders", Group: "g", Consumer: "c", DeadLetter: "orders:dead", ExactlyOnce: true})
+	if !errors.Is(err, engine.ErrExactlyOnce) || !strings.Contains(err.Error(), `--dead-letter "{orders}:dead"`) {
+		t.Errorf("a dead-letter stream on another slot: %v", err)
+	}
+	if c, err := engine.New(cc, h, engine.Options{Stream: "orders", Group: "g", Consumer: "c"}); err != nil || c.DeadLetter() != "orders:dead" {
+		t.Errorf("without --exactly-once: %v", err)
+	}
+}

@@ -42,7 +42,9 @@ any error, or the --max-steps, --call-timeout or --max-memory limit) is
 logged with its backtrace; the entry stays pending and is retried with
 backoff, and after --max-attempts attempts it goes to the dead-letter stream
 (then it is acked). Attempts are calls that started: an entry read along
-with one that crashed its consumer is not charged one. Entries idle longer than --claim-idle in any consumer's pending list
+with one that crashed its consumer is not charged one. With --exactly-once
+(Redis 7.0+) a call's emits and its entry's ack are one atomic step, taken
+only while the entry is pending: an entry processed twice emits once. Entries idle longer than --claim-idle in any consumer's pending list
 (a dead consumer's) are claimed and processed. Scripts can use log, emit,
 dead_letter, json, time and math; see docs/scripting.md and
 docs/reliability.md.
