@@ -332,16 +332,30 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		handlers[i] = h
 	}
-	if c.opts.ExactlyOnce {
-		if err := c.checkExactlyOnce(ctx); err != nil {
+	begun := make(chan error, 1)
+	go func() { begun <- c.begin(ctx) }()
+	select {
+	case err := <-begun:
+		if err != nil {
 			return err
 		}
+	case <-ctx.Done():
+		// Stopped while starting: nothing was read, so nothing is left to
+		// finish, and a command Redis does not answer (sent before the
+		// stop, it has no deadline) is not waited for past the timeout.
+		select {
+		case err := <-begun:
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+		case <-time.After(c.opts.ShutdownTimeout):
+			c.log.Warn("stopped while starting: Redis did not answer within the shutdown timeout; nothing was read")
+			return nil
+		}
 	}
-	if err := c.ensureGroup(ctx); err != nil {
-		return err
-	}
-	c.rep.started = time.Now()
-	c.heartbeat(ctx)
 	c.advanced()
 	c.phase.Store(int32(PhaseRunning))
 	c.log.Info("consuming", "workers", c.opts.Concurrency, "batch", c.opts.Batch, "batch_bytes", c.opts.BatchBytes,
@@ -680,6 +694,30 @@ func (c *Consumer) finish() {
 	}
 	c.log.Info("stopped", attrs...)
 }
+
+// begin checks the server for ExactlyOnce, makes sure the group exists
+// and writes the first heartbeat: what a start does before it reads.
+func (c *Consumer) begin(ctx context.Context) error {
+	if c.opts.ExactlyOnce {
+		if err := c.checkExactlyOnce(ctx); err != nil {
+			return err
+		}
+	}
+	if err := c.ensureGroup(ctx); err != nil {
+		return err
+	}
+	c.rep.started = time.Now()
+	// The first heartbeat is bounded: a Redis slow to answer must not hold
+	// the start for the client's read timeout (or two: a report is two
+	// round trips). The report loop writes the next one.
+	hctx, cancelBeat := context.WithTimeout(ctx, firstBeatTimeout)
+	c.heartbeat(hctx)
+	cancelBeat()
+	return nil
+}
+
+// firstBeatTimeout bounds the heartbeat a start writes before it reads.
+const firstBeatTimeout = 500 * time.Millisecond
 
 // finalReportTimeout bounds the last report of a stop.
 const finalReportTimeout = 500 * time.Millisecond

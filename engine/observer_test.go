@@ -333,3 +333,77 @@ func TestRecordsCarryTheLag(t *testing.T) {
 	close(release)
 	redistest.WaitFor(t, 10*time.Second, "a report of lag 0 after the drain", func() bool { return lag() == 0 && r.c.Stats().Acked == 50 })
 }
+
+// freezeReports makes the stats reports' commands hang as on a Redis that
+// stopped answering: until their deadline, or 5s without one (about a
+// client's read timeout). As go-redis does, it honours a context's
+// deadline (the connection's), not its cancellation.
+type freezeReports struct{ frozen chan struct{} }
+
+func (f *freezeReports) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (f *freezeReports) hang(ctx context.Context) error {
+	select {
+	case f.frozen <- struct{}{}:
+	default:
+	}
+	wait := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(d))
+	}
+	time.Sleep(wait) // the frozen server's silence, not synchronisation
+	return errors.New("i/o timeout")
+}
+
+func (f *freezeReports) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "xinfo" {
+			return f.hang(ctx)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (f *freezeReports) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if c.Name() == "set" {
+				return f.hang(ctx)
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestAStopIsNotHeldByTheFirstReport: Redis freezing while a consumer
+// starts (learning the group's position, writing its first heartbeat:
+// commands sent before a stop has a deadline) must not stretch a stop
+// beyond its timeout by the client's read timeout (fault scenario w saw 7s
+// under --shutdown-timeout 2s).
+func TestAStopIsNotHeldByTheFirstReport(t *testing.T) {
+	rdb := srv.Client()
+	defer rdb.Close()
+	f := &freezeReports{frozen: make(chan struct{}, 1)}
+	rdb.AddHook(f)
+	stream, group := names(t)
+	add(t, rdb, stream, "i", "1")
+	c, err := engine.New(rdb, engine.HandlerFunc(func(context.Context, *engine.Message) engine.Result { return engine.Result{} }),
+		engine.Options{Stream: stream, Group: group, Consumer: "c1", Block: 50 * time.Millisecond, ShutdownTimeout: 200 * time.Millisecond, Records: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	<-f.frozen // the first report hangs
+	stop()
+	start := time.Now()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the stop took %s under a 200ms shutdown timeout", took)
+	}
+}
