@@ -68,16 +68,7 @@ func TestClusterRedirectsAreFollowedInBand(t *testing.T) {
 			addSome(100)
 			processed("entries added after the slot moved (MOVED)")
 
-			replica, err := cl.Replica(ctx, stream)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rc := replica.Client()
-			defer rc.Close()
-			if err := rc.Do(ctx, "CLUSTER", "FAILOVER").Err(); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := cl.WaitPromoted(ctx, stream, target); err != nil {
+			if _, _, err := cl.Failover(ctx, stream); err != nil {
 				t.Fatal(err)
 			}
 			addSome(100)

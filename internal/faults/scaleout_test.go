@@ -200,20 +200,11 @@ func TestSlotMigratedMidDrain(t *testing.T) {
 // o. CLUSTER FAILOVER of the stream's master mid-drain.
 func TestClusterFailoverMidDrain(t *testing.T) {
 	c, stall, resumed, note := clusterRun(t, func(ctx context.Context, cl *redistest.Cluster, f *feed) (time.Time, string) {
-		owner, _ := cl.Owner(ctx, "in")
-		replica, err := cl.Replica(ctx, "in")
+		owner, promoted, err := cl.Failover(ctx, "in")
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc := replica.Client()
-		defer rc.Close()
-		if err := rc.Do(ctx, "CLUSTER", "FAILOVER").Err(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := cl.WaitPromoted(ctx, "in", owner); err != nil {
-			t.Fatal(err)
-		}
-		return time.Now(), fmt.Sprintf("%s to its replica %s", owner.Addr, replica.Addr)
+		return time.Now(), fmt.Sprintf("%s to its replica %s", owner.Addr, promoted.Addr)
 	})
 	report(t, "o. CLUSTER FAILOVER of the stream's master, %s, mid-flow: %s; stall %s; first entry %s after the promotion",
 		note, c, stall.Round(time.Millisecond), resumed.Round(time.Millisecond))

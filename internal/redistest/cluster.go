@@ -435,6 +435,38 @@ func (m *Migration) Finish(ctx context.Context, c *Cluster) error {
 // WaitPromoted waits until a node other than old serves key's slot and
 // the cluster is ok again, as seen by every live node, and returns the new
 // master.
+// Failover promotes the replica of key's master with CLUSTER FAILOVER
+// and waits until it serves key's slot, within ctx (a minute at most). A
+// manual failover that the replica cannot complete in time (it had not
+// caught up, on a loaded machine) is aborted by Redis without a word: it
+// is asked again every 5 s. It returns the old master and the new one.
+func (c *Cluster) Failover(ctx context.Context, key string) (old, promoted *Server, err error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	old, err = c.Owner(ctx, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	replica, err := c.Replica(ctx, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	rc := replica.Client()
+	defer rc.Close()
+	for ctx.Err() == nil {
+		if err := rc.Do(ctx, "CLUSTER", "FAILOVER").Err(); err != nil {
+			return nil, nil, err
+		}
+		try, cancelTry := context.WithTimeout(ctx, 5*time.Second)
+		promoted, err = c.WaitPromoted(try, key, old)
+		cancelTry()
+		if err == nil {
+			return old, promoted, nil
+		}
+	}
+	return nil, nil, fmt.Errorf("CLUSTER FAILOVER of %s to %s: %w", old.Addr, replica.Addr, ctx.Err())
+}
+
 func (c *Cluster) WaitPromoted(ctx context.Context, key string, old *Server) (*Server, error) {
 	for {
 		sh, err := c.shardOf(ctx, Slot(key))
