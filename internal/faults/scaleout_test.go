@@ -502,10 +502,25 @@ func TestSentinelFailovers(t *testing.T) {
 				t.Fatal(err)
 			}
 			back := second.Client()
-			waitFor(t, 30*time.Second, "the killed node back as a replica, in sync", func() bool {
+			inSync := func() bool {
 				info, _ := back.Info(ctx, "replication").Result()
 				return strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up")
-			})
+			}
+			// The sentinels convert it once they see it up; on a loaded
+			// machine they have been seen to take longer than 30 s. Then the
+			// operator does it by hand, and the report says so.
+			byHand := ""
+			for deadline := time.Now().Add(20 * time.Second); !inSync() && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond) // polling interval
+			}
+			if !inSync() {
+				host, port, _ := strings.Cut(third.Addr, ":")
+				if err := back.Do(ctx, "REPLICAOF", host, port).Err(); err != nil {
+					t.Fatal(err)
+				}
+				byHand = " (REPLICAOF by hand: the sentinels had not converted it in 20 s)"
+			}
+			waitFor(t, 30*time.Second, "the killed node back as a replica, in sync", inSync)
 			back.Close()
 			synced := time.Now()
 			rdb = third.Client()
@@ -531,11 +546,11 @@ func TestSentinelFailovers(t *testing.T) {
 				// No replica to confirm anything until the killed node is
 				// back in sync: count from then.
 				r2 = resumedAfter(ts, synced)
-				second2 = fmt.Sprintf("%s after the killed node was back in sync (%s after the second new primary)",
+				second2 = fmt.Sprintf("%s after the killed node was back in sync (%s after the second new primary)%s",
 					r2.Round(time.Millisecond), synced.Sub(announced2).Round(time.Millisecond))
 			}
-			report(t, "q. Sentinel, %s: SENTINEL FAILOVER then kill -9 of the new primary, a paced topix emit - (%d restarts): %s; ids printed %d, of which gone after the failovers %d; stall %s; first entry %s after the first new primary, %s",
-				name, prod.restart, tl, len(prod.printed), gone, longestGap(ts, start).Round(time.Millisecond), r1.Round(time.Millisecond), second2)
+			report(t, "q. Sentinel, %s: SENTINEL FAILOVER then kill -9 of the new primary, a paced topix emit - (%d restarts): %s; ids printed %d, of which gone after the failovers %d; stall %s; first entry %s after the first new primary, %s%s",
+				name, prod.restart, tl, len(prod.printed), gone, longestGap(ts, start).Round(time.Millisecond), r1.Round(time.Millisecond), second2, byHand)
 			if tl.lost != 0 || tl.pending != 0 {
 				t.Errorf("%s: want nothing lost", tl)
 			}
