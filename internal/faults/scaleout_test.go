@@ -546,7 +546,7 @@ func TestSentinelFailovers(t *testing.T) {
 				// No replica to confirm anything until the killed node is
 				// back in sync: count from then.
 				r2 = resumedAfter(ts, synced)
-				second2 = fmt.Sprintf("%s after the killed node was back in sync (%s after the second new primary)%s",
+				second2 = fmt.Sprintf("%s after the killed node was back in sync (%s after the second new primary)",
 					r2.Round(time.Millisecond), synced.Sub(announced2).Round(time.Millisecond))
 			}
 			report(t, "q. Sentinel, %s: SENTINEL FAILOVER then kill -9 of the new primary, a paced topix emit - (%d restarts): %s; ids printed %d, of which gone after the failovers %d; stall %s; first entry %s after the first new primary, %s%s",
