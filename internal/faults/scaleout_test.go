@@ -452,6 +452,7 @@ func TestSentinelFailovers(t *testing.T) {
 			set := redistest.MustSentinels(t, redistest.SentinelOptions{})
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
+			tilted := set.WatchTilt(ctx)
 			c := launch(t, launchEnv{url: set.URL()}, append([]string{"consumer", "in", "g", filepath.Join(scripts, "recorder.star"), "--name", "c1",
 				"--max-steps", "100000000000", "--log-level", "warn", "--claim-idle", "5s"}, flags...)...)
 			prod := startProducer(t, set.URL(), feedRate/2, flags...)
@@ -558,7 +559,13 @@ func TestSentinelFailovers(t *testing.T) {
 				t.Errorf("%d entries whose ids emit --wait-replicas 1 printed are gone", gone)
 			}
 			for _, r := range []time.Duration{r1, r2} {
-				if r < 0 || r > 2*time.Second {
+				switch {
+				case r >= 0 && r <= 2*time.Second:
+				case tilted():
+					// The sentinels' own timers ran late: the failover took as
+					// long as the machine made it. Said, not held to 2 s.
+					report(t, "q. (%s: a sentinel went into TILT mode, the machine starving it; reading resumed %s after a new primary, not held to 2 s)", name, r.Round(time.Millisecond))
+				default:
 					t.Errorf("reading resumed %s after a new primary was announced; want under 2s", r)
 				}
 			}
