@@ -267,15 +267,9 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 		// All of an entry's emits are checked before any is sent: a runtime
 		// hands only valid ones, and one that can never succeed must not
 		// leave its siblings added while the entry is retried.
-		var invalid error
-		for _, e := range a.emits {
-			if invalid = topix.CheckEntry(e.Stream, e.Fields, e.MaxLen); invalid != nil {
-				break
-			}
-		}
-		if invalid != nil {
+		if invalid := invalidEmit(a.emits); invalid != nil {
 			emitsFailed++
-			if d, ok := c.emitFailed(a, fmt.Errorf("invalid emit: %w", invalid)); ok {
+			if d, ok := c.emitFailed(a, invalid); ok {
 				dead = append(dead, d)
 			}
 			withEmits[k] = -1
@@ -384,14 +378,10 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 		}
 	}
 	if waits != nil && failure == nil && len(ready) > 0 {
-		if n, err := fewestReplicas(waits); err != nil || n < int64(c.opts.WaitReplicas) {
+		if reason, short := c.replicasShort(fewestReplicas(waits)); short {
 			// Their emits are on the primary only: acking them now would
 			// let a failover lose the emits of entries no longer pending.
 			// They stay pending, and are processed again after claim_idle.
-			reason := fmt.Sprintf("%d of %d replicas confirmed them within %s", n, c.opts.WaitReplicas, c.opts.WaitTimeout)
-			if err != nil {
-				reason = "WAIT failed: " + err.Error()
-			}
 			c.log.Warn("emits not confirmed by the replicas (--wait-replicas); their entries are not acked: they stay pending and are processed again, and their emits may then be added twice",
 				"entries", len(ready), "why", reason)
 			c.unreplicated.Add(int64(len(ready)))
@@ -443,6 +433,29 @@ func (c *Consumer) flushOnce(ctx context.Context, rdb redis.UniversalClient, bat
 		}
 	}
 	return append(again, dead...), failure
+}
+
+// invalidEmit returns why one of emits can never be added, or nil. All of
+// an entry's emits are checked before any is sent.
+func invalidEmit(emits []Emit) error {
+	for _, e := range emits {
+		if err := topix.CheckEntry(e.Stream, e.Fields, e.MaxLen); err != nil {
+			return fmt.Errorf("invalid emit: %w", err)
+		}
+	}
+	return nil
+}
+
+// replicasShort says whether a flush's WAIT (n replicas, or err) fell
+// short of WaitReplicas, and how.
+func (c *Consumer) replicasShort(n int64, err error) (reason string, short bool) {
+	switch {
+	case err != nil:
+		return "WAIT failed: " + err.Error(), true
+	case n < int64(c.opts.WaitReplicas):
+		return fmt.Sprintf("%d of %d replicas confirmed them within %s", n, c.opts.WaitReplicas, c.opts.WaitTimeout), true
+	}
+	return "", false
 }
 
 func waitCmd(ctx context.Context, replicas int, timeout time.Duration) *redis.IntCmd {

@@ -277,7 +277,7 @@ func New(rdb redis.UniversalClient, rt Runtime, opts Options) (*Consumer, error)
 		c.slot = topix.Slot(opts.Stream)
 	}
 	c.maxBackoff = maxBackoff
-	if _, ok := rdb.(*redis.ClusterClient); ok {
+	if cluster {
 		c.redis.each = c.reroute
 		c.maxBackoff = clusterBackoff
 	}

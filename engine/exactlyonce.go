@@ -146,26 +146,19 @@ func (c *Consumer) checkExactlyOnce(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("%w: it needs Redis 7.0 or later, which runs its server-side script (redis.acl_check_cmd, script flags); this server does not say it is Redis (topix dev's embedded server cannot run it: use a redis-server)", ErrExactlyOnce)
 	}
-	if major, _, _ := strings.Cut(v, "."); atoi(major) < 7 {
+	major, _, _ := strings.Cut(v, ".")
+	if n, _ := strconv.Atoi(major); n < 7 {
 		return fmt.Errorf("%w: it needs Redis 7.0 or later, which runs its server-side script (redis.acl_check_cmd, script flags); this one is %s", ErrExactlyOnce, v)
 	}
-	if err := c.loadExactlyOnce(ctx); err != nil {
+	// Loaded now (on every master of a Cluster), so that the first flush
+	// finds it.
+	if err := c.rdb.ScriptLoad(ctx, exactlyOnceScript).Err(); err != nil {
 		if classify(err) == errPermission {
 			return permission("SCRIPT", c.opts.Stream, err)
 		}
 		return fmt.Errorf("%w: Redis refused its script: %w", ErrExactlyOnce, err)
 	}
 	return nil
-}
-
-// loadExactlyOnce loads the script (on every master of a Cluster).
-func (c *Consumer) loadExactlyOnce(ctx context.Context) error {
-	return c.rdb.ScriptLoad(ctx, exactlyOnceScript).Err()
-}
-
-func atoi(s string) int {
-	n, _ := strconv.Atoi(s)
-	return n
 }
 
 func infoField(info, name string) (string, bool) {
@@ -235,15 +228,9 @@ func (c *Consumer) flushAtomic(ctx context.Context, rdb redis.UniversalClient, b
 			plain = append(plain, a.id)
 			continue
 		}
-		var invalid error
-		for _, e := range a.emits {
-			if invalid = topix.CheckEntry(e.Stream, e.Fields, e.MaxLen); invalid != nil {
-				break
-			}
-		}
-		if invalid != nil {
+		if invalid := invalidEmit(a.emits); invalid != nil {
 			c.obs.EmitsFailed(1)
-			if d, ok := c.emitFailed(a, fmt.Errorf("invalid emit: %w", invalid)); ok {
+			if d, ok := c.emitFailed(a, invalid); ok {
 				dead = append(dead, d)
 			}
 			continue
@@ -303,7 +290,7 @@ func (c *Consumer) flushAtomic(ctx context.Context, rdb redis.UniversalClient, b
 		return eval, wait
 	}
 	eval, wait := send(true)
-	if eval != nil && isNoScript(eval.Err()) {
+	if eval != nil && redis.HasErrorPrefix(eval.Err(), "NOSCRIPT") {
 		// Redis restarted, failed over, or its script cache was flushed:
 		// nothing of the script ran. EVAL it, which caches it again.
 		args[0], args[1] = "EVAL", exactlyOnceScript
@@ -402,11 +389,7 @@ func (c *Consumer) flushAtomic(ctx context.Context, rdb redis.UniversalClient, b
 			}
 		}
 		if wait != nil {
-			if n, err := wait.Result(); err != nil || n < int64(c.opts.WaitReplicas) {
-				reason := fmt.Sprintf("%d of %d replicas confirmed them within %s", n, c.opts.WaitReplicas, c.opts.WaitTimeout)
-				if err != nil {
-					reason = "WAIT failed: " + err.Error()
-				}
+			if reason, short := c.replicasShort(wait.Result()); short {
 				// The script's effects are one transaction: a failover that
 				// loses them loses the acks with the emits, and the entries
 				// are delivered again, and emitted once.
@@ -422,8 +405,4 @@ func (c *Consumer) flushAtomic(ctx context.Context, rdb redis.UniversalClient, b
 			"entries", suppressed)
 	}
 	return append(again, dead...), failure
-}
-
-func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
 }
